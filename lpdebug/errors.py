@@ -1,0 +1,25 @@
+"""Errors lpdebug raises where it cannot go on (bad target, wrong debug info)."""
+
+
+class LpdebugError(Exception):
+    """Base class: a one-line reason a front end can print as it is."""
+
+
+class TargetError(LpdebugError):
+    """The target cannot be opened or is not a kernel lpdebug can read."""
+
+
+class DebugInfoError(LpdebugError):
+    """Debug info is missing or does not fit the target."""
+
+
+class BuildIdMismatch(DebugInfoError):
+    """The vmlinux given is not the target's kernel."""
+
+    def __init__(self, vmlinux: str, expected: str, actual: str) -> None:
+        super().__init__(
+            f"{vmlinux} has build ID {actual}, but the target kernel's build ID is {expected}"
+        )
+        self.vmlinux = vmlinux
+        self.expected = expected
+        self.actual = actual

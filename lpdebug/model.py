@@ -1,0 +1,246 @@
+"""
+The kernel model: plain dataclasses that the walkers fill from a drgn Program
+and that checks and renderers read. Nothing here touches the target.
+
+Data flows one way: target -> walkers (livepatch, ftrace, fgraph,
+livepatch_stack, toc, backtrace) -> this model -> checks (findings) ->
+rendering (text tables, JSON). Addresses are ints; symbols are names
+(``None`` where no symbol is known).
+
+Every walker records what it could not read in an ``errors`` list of
+human-readable strings instead of raising, so a report always has the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+# --- kernel -----------------------------------------------------------------
+
+
+@dataclass
+class KernelInfo:
+    release: str
+    arch: str  # "ppc64le", "ppc64" (big endian) or drgn's name for anything else
+    page_size: int
+    mmu: Optional[str]  # "radix", "hash" or None when unknown / not ppc64
+    elf_abi: Optional[int] = None  # 1 or 2 on ppc64, None elsewhere
+    build_id: Optional[str] = None
+    livepatch: bool = False  # the kernel was built with CONFIG_LIVEPATCH
+    fgraph_layout: Optional[str] = None  # "array" (<= 6.10), "offset" (>= 6.11), None
+    errors: List[str] = field(default_factory=list)
+
+
+# --- livepatch --------------------------------------------------------------
+
+
+@dataclass
+class KlpFunc:
+    address: int  # of the struct klp_func
+    name: str  # old_name
+    sympos: int
+    old_addr: int
+    new_addr: int
+    new_symbol: Optional[str]
+    new_module: Optional[str]  # module that holds new_func (the livepatch module)
+    old_module: Optional[str]  # module that holds old_func; None for vmlinux
+    old_size: int
+    new_size: int
+    patched: bool
+    transition: bool
+    nop: bool
+
+
+@dataclass
+class KlpObject:
+    address: int
+    name: Optional[str]  # None means vmlinux
+    loaded: bool  # vmlinux, or the module is loaded (obj->mod != NULL)
+    patched: bool
+    dynamic: bool
+    funcs: List[KlpFunc] = field(default_factory=list)
+
+
+@dataclass
+class KlpState:
+    id: int
+    version: int
+    data: int
+
+
+@dataclass
+class KlpPatch:
+    address: int
+    name: str  # the livepatch module's name, as in /sys/kernel/livepatch
+    module: Optional[str]
+    enabled: bool
+    transition: bool  # this patch is klp_transition_patch
+    replace: bool
+    forced: bool
+    objects: List[KlpObject] = field(default_factory=list)
+    states: List[KlpState] = field(default_factory=list)
+
+
+@dataclass
+class KlpOps:
+    address: int
+    old_addr: int  # old function the ops is registered for
+    old_symbol: Optional[str]
+    func_stack: List[int] = field(default_factory=list)  # klp_func addresses, top first
+    active: Optional[int] = None  # klp_func address in effect (top of func_stack)
+
+
+@dataclass
+class BlockingTask:
+    pid: int
+    comm: str
+    patch_state: int
+    function: Optional[str]  # the patched function found on its stack
+    frame: Optional[int]  # index of that frame in the task's true backtrace
+
+
+@dataclass
+class KlpTransition:
+    patch: Optional[str]  # name of klp_transition_patch, None when idle
+    target_state: Optional[str]  # "patched", "unpatched" or None when idle
+    blocking: List[BlockingTask] = field(default_factory=list)
+
+
+@dataclass
+class LivepatchState:
+    patches: List[KlpPatch] = field(default_factory=list)
+    ops: List[KlpOps] = field(default_factory=list)
+    transition: KlpTransition = field(default_factory=lambda: KlpTransition(None, None))
+    shadow_count: Optional[int] = None  # None when the kernel has no klp_shadow_hash
+    errors: List[str] = field(default_factory=list)
+
+
+# --- ftrace -----------------------------------------------------------------
+
+
+@dataclass
+class FtraceOps:
+    address: int
+    func: int
+    func_symbol: Optional[str]
+    owner: Optional[str]  # module owning ops->func, None for vmlinux
+    flags: List[str]  # decoded FTRACE_OPS_FL_* names, without the prefix
+    flags_raw: int
+    filter: List[int] = field(default_factory=list)  # IPs of the filter hash
+    notrace: List[int] = field(default_factory=list)
+    filter_symbols: List[Optional[str]] = field(default_factory=list)
+    notrace_symbols: List[Optional[str]] = field(default_factory=list)
+    trampoline: int = 0
+    trampoline_size: int = 0
+
+
+@dataclass
+class FtraceRecord:
+    ip: int
+    symbol: Optional[str]
+    module: Optional[str]
+    flags: List[str]  # decoded FTRACE_FL_* names, without the prefix
+    flags_raw: int
+    refcount: int
+    ops: List[int] = field(default_factory=list)  # ftrace_ops attached to this record
+
+
+@dataclass
+class FtraceState:
+    ops: List[FtraceOps] = field(default_factory=list)
+    records: List[FtraceRecord] = field(default_factory=list)
+    total_records: int = 0
+    errors: List[str] = field(default_factory=list)
+
+
+# --- shadow stacks ----------------------------------------------------------
+
+
+@dataclass
+class FgraphEntry:
+    index: int  # 0 = oldest
+    ret: int  # real return address
+    func: int
+    retp: int  # address of the stack slot that holds return_to_handler
+    address: int  # of the entry in task->ret_stack
+
+
+@dataclass
+class LivepatchStackEntry:
+    address: int  # of the entry (its saved-r2 word)
+    toc: int
+    lr: int  # as saved; may be return_to_handler
+    real_lr: int  # lr resolved through fgraph
+    magic: int
+    magic_ok: bool
+
+
+@dataclass
+class LivepatchStack:
+    base: int
+    sp: int
+    entries: List[LivepatchStackEntry] = field(default_factory=list)  # oldest first
+    errors: List[str] = field(default_factory=list)
+
+
+# --- backtraces -------------------------------------------------------------
+
+
+@dataclass
+class Frame:
+    index: int
+    pc: int  # the true return address (or the interrupted pc for frame 0)
+    sp: int
+    symbol: Optional[str]
+    offset: Optional[int]
+    module: Optional[str]  # None for vmlinux
+    source: str  # "unwound", "fgraph" or "livepatch"
+    raw_pc: int  # what the unwinder saw (return_to_handler, livepatch_handler+N, ...)
+    toc_restore: bool = False  # the instruction at pc is the TOC restore
+    toc_slot: Optional[int] = None  # value of the frame's TOC save slot, where read
+
+
+@dataclass
+class TaskTrace:
+    pid: int
+    comm: str
+    state: str
+    patch_state: Optional[int]
+    address: int  # of the task_struct
+    frames: List[Frame] = field(default_factory=list)
+    livepatch_stack: Optional[LivepatchStack] = None
+    ret_stack: List[FgraphEntry] = field(default_factory=list)
+    on_cpu: Optional[int] = None  # the crashed/running CPU whose registers start the trace
+    errors: List[str] = field(default_factory=list)
+
+
+# --- findings ---------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    kind: str
+    severity: str  # "error", "warning" or "info"
+    pid: Optional[int]
+    frame: Optional[int]
+    address: Optional[int]
+    expected_toc: Optional[int]
+    expected_module: Optional[str]
+    actual_toc: Optional[int]
+    actual_module: Optional[str]
+    message: str
+
+
+# --- the whole report -------------------------------------------------------
+
+
+@dataclass
+class TriageResult:
+    kernel: KernelInfo
+    livepatch: LivepatchState
+    ftrace: FtraceState
+    tasks: List[TaskTrace] = field(default_factory=list)
+    findings: List[Finding] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
