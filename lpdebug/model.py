@@ -14,7 +14,7 @@ human-readable strings instead of raising, so a report always has the rest.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 
 # --- kernel -----------------------------------------------------------------
@@ -183,6 +183,10 @@ class LivepatchStack:
     sp: int
     entries: List[LivepatchStackEntry] = field(default_factory=list)  # oldest first
     errors: List[str] = field(default_factory=list)
+    stack_start: Optional[int] = None  # the task's stack area [stack_start, stack_end)
+    stack_end: Optional[int] = None
+    task_sp: Optional[int] = None  # the task's kernel SP the livepatch stack must stay below
+    bounds_error: Optional[str] = None  # why livepatch_sp is out of bounds; entries are then not read
 
 
 # --- backtraces -------------------------------------------------------------
@@ -200,6 +204,13 @@ class Frame:
     raw_pc: int  # what the unwinder saw (return_to_handler, livepatch_handler+N, ...)
     toc_restore: bool = False  # the instruction at pc is the TOC restore
     toc_slot: Optional[int] = None  # value of the frame's TOC save slot, where read
+    interrupted: bool = False  # pc is where the CPU stopped, not a return address
+    fgraph_entry: Optional[int] = None  # address of the ret_stack entry that gave pc
+    livepatch_entry: Optional[int] = None  # index in livepatch_stack.entries that gave pc
+    image: Optional[str] = None  # module name or "vmlinux" holding pc; None when neither
+    toc_slot_address: Optional[int] = None  # sp + 24 (ELFv2) / + 40 (ELFv1), where toc_slot was read
+    # interrupted frame only: its function restores r2 from the slot somewhere before pc
+    toc_restored_before_pc: bool = False
 
 
 @dataclass
@@ -214,6 +225,12 @@ class TaskTrace:
     ret_stack: List[FgraphEntry] = field(default_factory=list)
     on_cpu: Optional[int] = None  # the crashed/running CPU whose registers start the trace
     errors: List[str] = field(default_factory=list)
+    ret_stack_errors: List[str] = field(default_factory=list)  # why ret_stack cannot be walked
+    # The registers its CPU saved in the dump (crash_notes): nip, r1, r2, link, msr
+    cpu_registers: Optional[Dict[str, int]] = None
+    crashed: bool = False  # its CPU is the one that crashed (panicked)
+    cpu_image: Optional[str] = None  # module name or "vmlinux" holding the CPU's nip
+    cpu_exempt: Optional[str] = None  # why the code at nip may run with another image's r2
 
 
 # --- findings ---------------------------------------------------------------
@@ -231,6 +248,7 @@ class Finding:
     actual_toc: Optional[int]
     actual_module: Optional[str]
     message: str
+    slot: Optional[int] = None  # address of the word holding actual_toc (stack slot, livepatch entry)
 
 
 # --- the whole report -------------------------------------------------------
@@ -244,3 +262,6 @@ class TriageResult:
     tasks: List[TaskTrace] = field(default_factory=list)
     findings: List[Finding] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
+    # lpdebug.toc.TocMap of vmlinux and every module (kept untyped here: the
+    # model does not import the walkers); None when not computed.
+    tocs: Optional[object] = None

@@ -1,0 +1,212 @@
+"""
+The ``lpdebug`` command: the same commands as drgn's ``%lp*`` and gdb's
+``lp-*``, for a shell and for scripts. See ``lpdebug --help``.
+
+Exit status: 0 when there are no findings, 1 when there are findings, 2 on
+errors (bad target, wrong vmlinux, bad arguments), with a one-line reason on
+stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from typing import Any, List, NoReturn, Optional, Sequence
+
+from lpdebug.commands.common import (
+    SPECS,
+    ProgressBar,
+    UsageError,
+    add_arguments,
+    drgn_version_problem,
+    examples_text,
+    spec_by_name,
+)
+
+PROG = "lpdebug"
+
+EXIT_CLEAN = 0
+EXIT_FINDINGS = 1
+EXIT_ERROR = 2
+
+_DESCRIPTION = """\
+Inspect the livepatch, ftrace and function-graph state of a ppc64 Linux
+kernel, from a vmcore, the running kernel or a live QEMU guest: patches and
+their transition, ftrace ops and records, the shadow return stacks, true
+backtraces (the real return addresses where the plain unwinder shows
+return_to_handler or livepatch_handler) and TOC findings.
+
+The same commands exist in drgn's REPL (%lp<command>, once lpdebug is
+installed) and in gdb (lp-<command>, after 'python import lpdebug.commands.gdb').
+"""
+
+_EPILOG = """\
+targets (give one, after the command):
+  -c VMCORE -s VMLINUX [-s MODULE.ko|DIR ...]
+        a kernel core dump (/proc/vmcore as saved by kdump, ELF or
+        makedumpfile format) with the matching vmlinux; directories are
+        searched for vmlinux and *.ko
+  --qemu QMP_SOCKET -s VMLINUX [-s MODULE.ko|DIR ...]
+        a live QEMU ppc64 guest, through its QMP socket (no vmcoreinfo file
+        needed: lpdebug finds the guest's VMCOREINFO itself)
+  -k    the running kernel (root; debug info from the standard places)
+  --sample
+        the real 6.12 ppc64le capture bundled with lpdebug (two livepatches,
+        function_graph on), to try lpdebug without a vmcore of your own
+
+examples:
+  lpdebug triage --sample
+      try it on the bundled sample
+  lpdebug triage -c vmcore -s vmlinux -s modules/
+      full report as text: livepatch, ftrace, backtraces, findings
+  lpdebug triage -c vmcore -s vmlinux --json > report.json
+      the same as a JSON document (schema lpdebug.triage/1)
+  lpdebug bt -c vmcore -s vmlinux 1234
+      true backtrace of PID 1234
+  lpdebug records -k -f 'msleep*'
+      dyn_ftrace records of msleep* on the running kernel
+  lpdebug patches --qemu /tmp/guest/qmp.sock -s vmlinux
+      livepatch state of a running QEMU guest
+
+exit status:
+  0  no findings
+  1  findings (triage, toc)
+  2  error: bad arguments, a target that cannot be opened, a vmlinux that
+     is not the target's kernel; the reason is one line on stderr
+
+See 'lpdebug COMMAND --help' for each command, and docs/triage-schema.md
+for the JSON schema.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("target")
+    which = group.add_mutually_exclusive_group(required=True)
+    which.add_argument("-c", "--core", metavar="VMCORE", help="kernel core dump to read")
+    which.add_argument("-k", "--kernel", action="store_true", help="the running kernel")
+    which.add_argument("--qemu", metavar="QMP_SOCKET",
+                       help="QMP socket of a live QEMU ppc64 guest (needs -s VMLINUX)")
+    which.add_argument("--sample", action="store_true",
+                       help="the real ppc64le capture bundled with lpdebug, to try lpdebug "
+                            "without a vmcore of your own")
+    group.add_argument("-s", "--symbols", metavar="PATH", action="append", default=[],
+                       help="vmlinux, a module (.ko) or a directory holding them; repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        usage=f"{PROG} COMMAND TARGET [OPTIONS]",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
+                                     parser_class=_Parser, prog=PROG)
+    commands.required = True
+    for spec in SPECS:
+        sub = commands.add_parser(
+            spec.name,
+            help=spec.summary,
+            description=textwrap.fill(spec.description, 78),
+            epilog=examples_text(spec, f"{PROG} {spec.name} -c vmcore -s vmlinux"),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _target_arguments(sub)
+        add_arguments(sub, spec)
+    return parser
+
+
+def open_target(args: argparse.Namespace) -> Any:
+    """A drgn Program for the target the command line names."""
+    from lpdebug import target
+
+    if args.sample:
+        from lpdebug import sample
+
+        return sample.open_sample()
+    if args.core:
+        return target.open_vmcore(args.core, args.symbols,
+                                  default_debug_info=not args.symbols)
+    if args.qemu:
+        if not args.symbols or not os.path.isfile(args.symbols[0]):
+            raise UsageError("--qemu needs -s VMLINUX (the guest kernel's vmlinux file) first")
+        return target.open_qemu(args.qemu, args.symbols[0], args.symbols[1:])
+    return target.open_running_kernel(args.symbols)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    return EXIT_ERROR
+
+
+def _warn_target(prog: Any) -> None:
+    from lpdebug.target import target_warnings
+
+    for warning in target_warnings(prog):
+        sys.stderr.write(f"{PROG}: warning: {_one_line(Exception(warning))}\n")
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
+    problem = drgn_version_problem()
+    if problem is not None:
+        return _fail(problem)
+    args = build_parser().parse_args(argv)
+    spec = spec_by_name(args.command)
+
+    import drgn
+
+    from lpdebug.errors import LpdebugError
+
+    bar = ProgressBar(sys.stderr)
+    try:
+        prog = open_target(args)
+        _warn_target(prog)
+        output = spec.run(prog, args, bar)
+    except LpdebugError as e:
+        bar.close()
+        return _fail(_one_line(e))
+    except (drgn.FaultError, LookupError, ValueError, OSError) as e:
+        bar.close()
+        return _fail(f"{type(e).__name__}: {_one_line(e)}")
+    except KeyboardInterrupt:
+        bar.close()
+        return _fail("interrupted")
+    bar.close()
+    sys.stdout.write(output.text + "\n")
+    sys.stdout.flush()
+    return EXIT_FINDINGS if output.findings else EXIT_CLEAN
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        status = run(argv)
+    except BrokenPipeError:
+        # "lpdebug triage ... | head": the reader left; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = EXIT_CLEAN
+    except Exception as e:  # noqa: BLE001 (a bug still gets one line, not a traceback)
+        if os.environ.get("LPDEBUG_TRACEBACK"):
+            raise
+        status = _fail(f"internal error: {type(e).__name__}: {_one_line(e)} "
+                       "(set LPDEBUG_TRACEBACK=1 for details)")
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

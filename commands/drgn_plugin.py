@@ -1,0 +1,144 @@
+"""
+lpdebug's drgn commands, loaded by drgn through the ``drgn.plugins`` entry
+point that installing lpdebug registers.
+
+In drgn's REPL::
+
+    >>> %lptriage
+    >>> %lpbt 1234
+    >>> %lprecords -f 'msleep*'
+    >>> %lpbt --help
+    >>> %help            (every command, drgn's and lpdebug's)
+
+The commands are those of :mod:`lpdebug.commands.common` with an ``lp``
+prefix; they are enabled for Linux kernel programs only. From a script,
+``drgn.commands.run_command(prog, "lpbt 1")`` runs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Dict, Sequence
+
+from lpdebug.commands.common import (
+    SPECS,
+    ProgressBar,
+    Spec,
+    drgn_version_problem,
+    examples_text,
+)
+from lpdebug.errors import LpdebugError
+
+PREFIX = "lp"
+
+_log = logging.getLogger("drgn.plugins")
+
+
+def command_name(spec: Spec) -> str:
+    return PREFIX + spec.name
+
+
+def _help_argument() -> Any:
+    from drgn.commands import argument
+
+    # drgn's argparse parsers are built without -h; lpdebug commands take it
+    # so that "%lpbt --help" works like every lpdebug front end.
+    return argument("-h", "--help", action="store_true", help="show this help and exit")
+
+
+def _wants_help(words: Sequence[str]) -> bool:
+    for word in words:
+        if word == "--":
+            return False
+        if word in ("-h", "--help"):
+            return True
+    return False
+
+
+def _make_command(spec: Spec) -> None:
+    from drgn.commands import (
+        CommandError,
+        argument,
+        parse_shell_command,
+    )
+    from drgn.commands.linux import linux_kernel_custom_command
+
+    arguments = [argument(*a.flags, **a.options) for a in spec.args] + [_help_argument()]
+
+    def run(prog: Any, name: str, words: Sequence[str], *, parser: argparse.ArgumentParser,
+            **kwargs: Any) -> None:
+        if _wants_help(words):
+            print(f"usage: {parser.format_usage().split(':', 1)[-1].strip()}")
+            print()
+            print(parser.format_help().split("\n", 1)[1].lstrip("\n").rstrip())
+            return
+        args = parser.parse_args(list(words))
+        bar = ProgressBar(sys.stderr)
+        try:
+            output = spec.run(prog, args, bar)
+        except LpdebugError as e:
+            raise CommandError(f"{name}: {e}") from None
+        finally:
+            bar.close()
+        print(output.text)
+
+    run.__name__ = "_cmd_" + command_name(spec)
+    linux_kernel_custom_command(
+        name=command_name(spec),
+        description=spec.summary,
+        long_description=spec.description,
+        epilog=examples_text(spec, "%" + command_name(spec), line_mark="|"),
+        arguments=arguments,
+        parse=parse_shell_command,
+    )(run)
+
+
+def _register_help_if_missing() -> None:
+    # drgn 0.3.0's default namespace has no command that lists commands, so
+    # "%help" is added here; a drgn that has its own keeps it.
+    from drgn.commands import DEFAULT_COMMAND_NAMESPACE, argument, command
+
+    registered = getattr(DEFAULT_COMMAND_NAMESPACE, "_commands", None)
+    if registered is None or "help" in registered:
+        return
+
+    @command(
+        name="help",
+        description="list commands, or show one command's help",
+        arguments=(argument("command", nargs="?", help="command to describe"),),
+    )
+    def _cmd_help(prog: Any, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+        if args.command:
+            cmd = DEFAULT_COMMAND_NAMESPACE.lookup(prog, args.command)
+            print(f"{args.command} - {cmd.description()}\n")
+            print(f"usage: {cmd.format_usage()}\n")
+            print(cmd.format_help(indent="  "))
+            return
+        rows = sorted(DEFAULT_COMMAND_NAMESPACE.enabled(prog))
+        width = max((len(n) for n, _ in rows), default=0)
+        print("Commands (run with %; %help NAME or %NAME --help for details):")
+        for cmd_name, cmd in rows:
+            print(f"  {cmd_name.ljust(width)}  {cmd.description()}")
+
+
+def drgn_prog_set(prog: Any) -> None:
+    """drgn plugin hook: runs once every plugin has registered its commands."""
+    if _registered:
+        _register_help_if_missing()
+
+
+def _register() -> bool:
+    problem = drgn_version_problem()
+    if problem is not None:
+        _log.warning("lpdebug commands not loaded: %s", problem)
+        return False
+    for spec in SPECS:
+        _make_command(spec)
+    return True
+
+
+_registered = _register()
+
+COMMANDS: Dict[str, Spec] = {command_name(s): s for s in SPECS}

@@ -1,0 +1,269 @@
+"""
+lpdebug's commands inside gdb, for a live kernel behind a gdbstub (QEMU's
+``-s``/``-gdb tcp::PORT``)::
+
+    gdb-multiarch vmlinux -ex 'target remote :1234'
+    (gdb) python import lpdebug.commands.gdb
+    (gdb) lp-triage
+    (gdb) lp-bt 1
+    (gdb) help lp-records
+
+Every ``lp-*`` command is one of :mod:`lpdebug.commands.common`, run on a
+drgn Program whose memory reads go through gdb, so the analysis is the same
+code as in drgn and the ``lpdebug`` CLI. The Program is built from gdb's
+objfiles (vmlinux, and any module added with ``add-symbol-file``) and the
+guest's VMCOREINFO, found the way the QEMU target finds it
+(:mod:`lpdebug.target`). ``lp-symbols PATH...`` adds module debug info
+(``.ko`` files or directories) without going through gdb.
+
+gdb embeds the system's Python, which may not be the one lpdebug was
+installed into. Before the import, make the installation visible, e.g.::
+
+    (gdb) python import site; site.addsitedir("/path/to/site-packages")
+
+(``python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'``
+prints it). ``site.addsitedir`` also reads the ``.pth`` files an editable
+``pip install -e`` leaves there; ``PYTHONPATH`` works for a plain install.
+The two Pythons must have the same major.minor version, because drgn is a C
+extension.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from typing import Any, Dict, List
+
+import gdb  # type: ignore[import-not-found]
+
+
+def _import_drgn() -> None:
+    # gdb links the system's libdw and libelf; drgn's wheel bundles its own
+    # (another version) under other file names but with the same symbol
+    # names. Loaded normally, drgn's calls bind to gdb's copies and fail
+    # ("libdw error", crashes). RTLD_DEEPBIND makes drgn use its own.
+    if "drgn" in sys.modules or not hasattr(os, "RTLD_DEEPBIND"):
+        return
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(os.RTLD_NOW | os.RTLD_DEEPBIND)
+    try:
+        import drgn  # noqa: F401
+    finally:
+        sys.setdlopenflags(flags)
+
+
+_import_drgn()
+
+from lpdebug.commands.common import (  # noqa: E402 (drgn must be imported first)
+    SPECS,
+    Spec,
+    UsageError,
+    add_arguments,
+    drgn_version_problem,
+    examples_text,
+)
+from lpdebug.errors import LpdebugError  # noqa: E402
+
+PREFIX = "lp-"
+# Reads through the gdb remote protocol cost a round trip each: read whole
+# chunks and keep them for the duration of one command (the target is
+# stopped while a command runs; it may run between commands).
+_CHUNK = 4096
+_KERNEL_SPACE = 0xC000000000000000
+
+
+class _GdbMemory:
+    def __init__(self) -> None:
+        self._chunks: Dict[int, bytes] = {}
+
+    def clear(self) -> None:
+        self._chunks.clear()
+
+    def _chunk(self, base: int) -> bytes:
+        data = self._chunks.get(base)
+        if data is None:
+            data = bytes(gdb.selected_inferior().read_memory(base, _CHUNK))
+            self._chunks[base] = data
+        return data
+
+    def read(self, address: int, count: int) -> bytes:
+        import drgn
+
+        out = bytearray()
+        at = address
+        end = address + count
+        try:
+            while at < end:
+                base = at - at % _CHUNK
+                try:
+                    chunk = self._chunk(base)
+                except gdb.MemoryError:
+                    # A chunk may straddle unmapped memory: read just what was asked.
+                    out += bytes(gdb.selected_inferior().read_memory(at, end - at))
+                    break
+                piece = chunk[at - base : min(end, base + _CHUNK) - base]
+                out += piece
+                at += len(piece)
+        except gdb.MemoryError as e:
+            raise drgn.FaultError(f"gdb cannot read memory: {e}", address) from None
+        return bytes(out)
+
+
+class _Session:
+    """The drgn Program on gdb's target, built on first use."""
+
+    def __init__(self) -> None:
+        self.memory = _GdbMemory()
+        self.prog: Any = None
+        self.extra_debug_info: List[str] = []
+
+    def vmlinux(self) -> str:
+        path = gdb.current_progspace().filename
+        if not path:
+            raise UsageError("gdb has no executable: start gdb with the guest's vmlinux "
+                             "(gdb-multiarch vmlinux -ex 'target remote :PORT')")
+        return path
+
+    def module_files(self, vmlinux: str) -> List[str]:
+        files = []
+        for objfile in gdb.objfiles():
+            name = objfile.filename
+            if name and os.path.realpath(name) != os.path.realpath(vmlinux) \
+                    and name.endswith((".ko", ".ko.debug")):
+                files.append(name)
+        return files + self.extra_debug_info
+
+    def program(self) -> Any:
+        self.memory.clear()
+        if self.prog is None:
+            self.prog = self._build()
+        else:
+            from lpdebug.symbols import invalidate
+
+            # Modules may have come and gone while the target ran.
+            invalidate(self.prog)
+        return self.prog
+
+    def _build(self) -> Any:
+        import drgn
+
+        from lpdebug import target
+
+        if gdb.selected_inferior().pid == 0 and not gdb.selected_inferior().threads():
+            raise UsageError("gdb is not connected to a target: 'target remote :PORT' first")
+        vmlinux = self.vmlinux()
+        platform = target._platform_of(vmlinux)
+        little_endian = bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+        memory = self.memory
+
+        def read_virtual(address: int, count: int, offset: int, physical: bool) -> bytes:
+            return memory.read(address, count)
+
+        def read_physical(address: int, count: int, offset: int, physical: bool) -> bytes:
+            # The gdbstub reads virtual addresses; physical memory is the
+            # linear map.
+            return memory.read(_KERNEL_SPACE + address, count)
+
+        def add_segments(prog: Any) -> None:
+            prog.add_memory_segment(_KERNEL_SPACE, (1 << 64) - _KERNEL_SPACE, read_virtual)
+            prog.add_memory_segment(0, target._LINEAR_MAP_MAX, read_physical, True)
+
+        # drgn takes VMCOREINFO only before any memory is attached, and
+        # finding VMCOREINFO needs memory: a first program just reads it.
+        finder = drgn.Program(platform)
+        add_segments(finder)
+        text, _ = target._read_guest_vmcoreinfo(finder, vmlinux, little_endian)
+        expected = dict(l.split("=", 1) for l in text.splitlines() if "=" in l).get("BUILD-ID")
+        actual = target.file_build_id(vmlinux)
+        if expected and actual and expected.lower() != actual:
+            from lpdebug.errors import BuildIdMismatch
+
+            raise BuildIdMismatch(vmlinux, expected.lower(), actual)
+        prog = drgn.Program(platform)
+        try:
+            prog.set_linux_kernel_custom(text, True)
+        except ValueError as e:
+            raise LpdebugError(f"drgn rejected the guest's VMCOREINFO: {e}") from e
+        add_segments(prog)
+        target.load_debug_info(prog, [vmlinux, *self.module_files(vmlinux)], default=False)
+        return prog
+
+
+_session = _Session()
+
+
+def _program() -> Any:
+    return _session.program()
+
+
+class LpCommand(gdb.Command):
+    """One lpdebug command as a gdb command (help text set per instance)."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.name = PREFIX + spec.name
+        self.parser = argparse.ArgumentParser(
+            prog=self.name,
+            description=textwrap.fill(spec.description, 78),
+            epilog=examples_text(spec, self.name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            add_help=True,
+        )
+        add_arguments(self.parser, spec)
+        self.__doc__ = (spec.summary[0].upper() + spec.summary[1:] + ".\n"
+                        + self.parser.format_help())
+        super().__init__(self.name, gdb.COMMAND_DATA)
+
+    def invoke(self, argument: str, from_tty: bool) -> None:
+        words = gdb.string_to_argv(argument)
+        try:
+            args = self.parser.parse_args(words)
+        except SystemExit:
+            # argparse already printed the help or the usage error.
+            return
+        try:
+            output = self.spec.run(_program(), args, None)
+        except LpdebugError as e:
+            raise gdb.GdbError(f"{self.name}: {e}") from None
+        except Exception as e:  # noqa: BLE001 (gdb shows one line, like every gdb error)
+            raise gdb.GdbError(f"{self.name}: {type(e).__name__}: {e}") from None
+        gdb.write(output.text + "\n")
+
+
+class LpSymbolsCommand(gdb.Command):
+    """Add module debug info for the lp-* commands: lp-symbols PATH...
+
+PATH is a module (.ko) or a directory searched for them. Modules loaded in
+gdb with add-symbol-file are used without this."""
+
+    def __init__(self) -> None:
+        super().__init__(PREFIX + "symbols", gdb.COMMAND_FILES, gdb.COMPLETE_FILENAME)
+
+    def invoke(self, argument: str, from_tty: bool) -> None:
+        paths = gdb.string_to_argv(argument)
+        if not paths:
+            raise gdb.GdbError("lp-symbols: give at least one .ko file or directory")
+        _session.extra_debug_info.extend(paths)
+        if _session.prog is not None:
+            from lpdebug import target
+            from lpdebug.symbols import invalidate
+
+            try:
+                target.load_debug_info(_session.prog, paths, default=False)
+            except LpdebugError as e:
+                raise gdb.GdbError(f"lp-symbols: {e}") from None
+            invalidate(_session.prog)
+
+
+def _register() -> None:
+    problem = drgn_version_problem()
+    if problem is not None:
+        raise gdb.GdbError(f"lpdebug: {problem}")
+    for spec in SPECS:
+        LpCommand(spec)
+    LpSymbolsCommand()
+
+
+_register()

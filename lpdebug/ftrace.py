@@ -1,0 +1,461 @@
+"""
+ftrace state: the registered ``ftrace_ops`` and every ``dyn_ftrace`` record.
+
+Flag bits moved between kernel releases. Both flag sets are anonymous enums
+in ``include/linux/ftrace.h``, so the kernel's own values are read from the
+debug info when it has them; otherwise a table chosen from type facts is
+used (see :func:`ops_flag_bits`, :func:`record_flag_bits`).
+
+Records are read in bulk: one ``prog.read`` per ``ftrace_page`` and
+``struct.unpack`` over it, then names through the :class:`Symbolizer`
+(bisect), which is what makes a full 12,000-record table cheap.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+import drgn
+
+from . import kernel
+from .model import FtraceOps, FtraceRecord, FtraceState
+from .symbols import Symbolizer
+
+__all__ = (
+    "for_each_ftrace_ops",
+    "ftrace_ops",
+    "ftrace_records",
+    "ftrace_state",
+    "ops_flag_bits",
+    "record_flag_bits",
+    "refcount_shift",
+    "decode_flags",
+    "hash_ips",
+    "enabled_functions_flags",
+)
+
+# --- flag tables ------------------------------------------------------------
+
+_OPS_COMMON_4_15 = [
+    "ENABLED", "DYNAMIC", "SAVE_REGS", "SAVE_REGS_IF_SUPPORTED", "RECURSION_SAFE",
+    "STUB", "INITIALIZED", "DELETED", "ADDING", "REMOVING", "MODIFYING",
+    "ALLOC_TRAMP", "IPMODIFY", "PID", "RCU", "TRACE_ARRAY",
+]
+# FTRACE_OPS_FL_* bit numbers of the releases whose debug info lacks the
+# enum (kernel-internals.md, section 2). Index = bit.
+_OPS_TABLES = {
+    "4.4": ["ENABLED", "DYNAMIC", "CONTROL", "SAVE_REGS", "SAVE_REGS_IF_SUPPORTED",
+            "RECURSION_SAFE", "STUB", "INITIALIZED", "DELETED", "ADDING", "REMOVING",
+            "MODIFYING", "ALLOC_TRAMP", "IPMODIFY", "PID"],
+    "4.9": ["ENABLED", "DYNAMIC", "PER_CPU", "SAVE_REGS", "SAVE_REGS_IF_SUPPORTED",
+            "RECURSION_SAFE", "STUB", "INITIALIZED", "DELETED", "ADDING", "REMOVING",
+            "MODIFYING", "ALLOC_TRAMP", "IPMODIFY", "PID", "RCU"],
+    "4.15": _OPS_COMMON_4_15,
+    "5.7": _OPS_COMMON_4_15 + ["PERMANENT", "DIRECT"],
+    "6.12": _OPS_COMMON_4_15 + ["PERMANENT", "DIRECT", "SUBOP"],
+}
+
+# FTRACE_FL_* of struct dyn_ftrace: (name, bit), newest bits last.
+_REC_BITS = [
+    ("ENABLED", 31), ("REGS", 30), ("REGS_EN", 29), ("TRAMP", 28), ("TRAMP_EN", 27),
+    ("IPMODIFY", 26), ("DISABLED", 25), ("DIRECT", 24), ("DIRECT_EN", 23),
+    ("CALL_OPS", 22), ("CALL_OPS_EN", 21), ("TOUCHED", 20), ("MODIFIED", 19),
+]
+# Lowest flag bit = FTRACE_REF_MAX_SHIFT, by table.
+_REC_TABLES = {"4.4": 26, "4.9": 25, "5.7": 23, "6.3": 21, "6.4": 19}
+
+
+def _ops_table_name(prog: drgn.Program) -> str:
+    has = lambda m: kernel.has_member(prog, "struct ftrace_ops", m)  # noqa: E731
+    if has("subop_list"):
+        return "6.12"
+    if has("list") or kernel.has_member(prog, "struct ftrace_func_entry", "direct"):
+        return "5.7"
+    if kernel.has_member(prog, "struct ftrace_hash", "flags"):
+        return "4.15"
+    if has("nr_trampolines"):
+        return "4.4"
+    return "4.9"
+
+
+def ops_flag_bits(prog: drgn.Program) -> Dict[str, int]:
+    """``{name: mask}`` of FTRACE_OPS_FL_* for this kernel (prefix stripped)."""
+    key = ("lpdebug.ftrace", "ops_bits")
+    if key in prog.cache:
+        return prog.cache[key]
+    enum = kernel.enum_values(prog, "FTRACE_OPS_FL_")
+    if enum:
+        bits = {name[len("FTRACE_OPS_FL_"):]: value for name, value in enum.items()}
+    else:
+        bits = {name: 1 << i for i, name in enumerate(_OPS_TABLES[_ops_table_name(prog)])}
+        if "RECURSION_SAFE" in bits and kernel.has_member(prog, "struct ftrace_ops", "ops_func"):
+            # Renamed (and inverted) in 5.11; ops_func tells 6.1+ at least.
+            bits["RECURSION"] = bits.pop("RECURSION_SAFE")
+    prog.cache[key] = bits
+    return bits
+
+
+def _rec_table_name(prog: drgn.Program) -> str:
+    # Without the enum in the debug info, tell the releases apart by
+    # functions that came with the new bits.
+    if kernel.has_object(prog, "ftrace_touched_open") or kernel.has_object(prog, "touched_functions"):
+        return "6.4"
+    if kernel.has_object(prog, "ftrace_find_unique_ops"):
+        return "6.3"
+    if kernel.has_member(prog, "struct ftrace_func_entry", "direct") or kernel.has_object(prog, "ftrace_find_rec_direct"):
+        return "5.7"
+    if kernel.has_member(prog, "struct ftrace_hash", "flags") or not kernel.has_member(prog, "struct ftrace_ops", "nr_trampolines"):
+        return "4.9"
+    return "4.4"
+
+
+def record_flag_bits(prog: drgn.Program) -> Dict[str, int]:
+    """``{name: mask}`` of the FTRACE_FL_* flags of ``struct dyn_ftrace`` for this kernel."""
+    key = ("lpdebug.ftrace", "rec_bits")
+    if key in prog.cache:
+        return prog.cache[key]
+    enum = kernel.enum_values(prog, "FTRACE_FL_")
+    if enum:
+        bits = {name[len("FTRACE_FL_"):]: value for name, value in enum.items()}
+    else:
+        shift = _REC_TABLES[_rec_table_name(prog)]
+        bits = {name: 1 << bit for name, bit in _REC_BITS if bit >= shift}
+    prog.cache[key] = bits
+    return bits
+
+
+def refcount_shift(prog: drgn.Program) -> int:
+    """FTRACE_REF_MAX_SHIFT: the reference count is ``flags & ((1 << shift) - 1)``."""
+    bits = record_flag_bits(prog)
+    return min(mask.bit_length() - 1 for mask in bits.values()) if bits else 0
+
+
+def decode_flags(value: int, bits: Dict[str, int]) -> List[str]:
+    """Names of the flags set in ``value``, highest bit first; unknown bits as hex."""
+    names = []
+    known = 0
+    for name, mask in sorted(bits.items(), key=lambda kv: -kv[1]):
+        known |= mask
+        if value & mask:
+            names.append(name)
+    rest = value & ~known
+    if rest:
+        names.append(f"{rest:#x}")
+    return names
+
+
+def enabled_functions_flags(record: FtraceRecord, flag_bits: Dict[str, int]) -> str:
+    """
+    The flag columns tracefs ``enabled_functions`` prints after the count
+    (``t_show``): " R", " I", then " D", " O" and " M " on kernels that have
+    those flags (``flag_bits``, from :func:`record_flag_bits`), blanks where
+    a flag is clear.
+    """
+    flags = set(record.flags)
+    columns = [("REGS", " R", "  "), ("IPMODIFY", " I", "  "), ("DIRECT", " D", "  "),
+               ("CALL_OPS", " O", "  "), ("MODIFIED", " M ", "   ")]
+    return "".join(
+        (on if name in flags else off)
+        for name, on, off in columns
+        if name in flag_bits or name in ("REGS", "IPMODIFY")
+    )
+
+
+# --- ftrace_ops -------------------------------------------------------------
+
+
+def for_each_ftrace_ops(prog: drgn.Program, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+    """
+    The registered ``struct ftrace_ops *``: the chain from ``ftrace_ops_list``
+    through ``->next`` up to ``&ftrace_list_end``. Cycles and unreadable ops
+    end the walk with a message in ``errors``.
+    """
+    errs = errors if errors is not None else []
+    try:
+        op = prog["ftrace_ops_list"].read_()
+    except (LookupError, drgn.FaultError) as e:
+        errs.append(f"ftrace_ops_list unreadable: {e}")
+        return
+    try:
+        end = prog["ftrace_list_end"].address_of_().value_()
+    except (LookupError, drgn.FaultError):
+        end = None  # static in some kernels: the chain then ends at a self-link or NULL
+    seen: Set[int] = set()
+    try:
+        while op.value_() and op.value_() != end:
+            addr = op.value_()
+            if addr in seen:
+                errs.append(f"ftrace_ops_list: cycle at {addr:#x}, walk stopped")
+                return
+            if len(seen) >= kernel.WALK_LIMIT:
+                errs.append("ftrace_ops_list: too long, walk stopped")
+                return
+            seen.add(addr)
+            nxt = op.next.read_()
+            if end is None and nxt.value_() == addr:
+                return
+            yield op
+            op = nxt
+    except drgn.FaultError as e:
+        errs.append(f"ftrace_ops_list: unreadable ops ({e}), walk stopped")
+
+
+def hash_ips(hash_ptr: drgn.Object, errors: Optional[List[str]] = None) -> List[int]:
+    """The IPs in a ``struct ftrace_hash *`` (empty for NULL or an empty hash)."""
+    errs = errors if errors is not None else []
+    prog = hash_ptr.prog_
+    if not hash_ptr.value_():
+        return []
+    try:
+        count = hash_ptr.count.value_()
+        if not count:
+            return []
+        nbuckets = 1 << hash_ptr.size_bits.value_()
+        buckets = hash_ptr.buckets.value_()
+        raw = prog.read(buckets, nbuckets * 8)
+    except drgn.FaultError as e:
+        errs.append(f"ftrace_hash {hash_ptr.value_():#x} unreadable: {e}")
+        return []
+    entry_type = prog.type("struct ftrace_func_entry")
+    ip_offset = drgn.offsetof(entry_type, "ip")
+    fmt = "<Q" if kernel.is_little_endian(prog) else ">Q"
+    ips: List[int] = []
+    for (node,) in struct.iter_unpack(fmt, raw):
+        hops = 0
+        while node:
+            hops += 1
+            if len(ips) > count or hops > count:
+                errs.append(f"ftrace_hash {hash_ptr.value_():#x}: more entries than its count {count} (cycle?)")
+                return ips
+            try:
+                ips.append(prog.read_u64(node + ip_offset))
+                node = prog.read_u64(node)  # hlist_node.next is the first member
+            except drgn.FaultError as e:
+                errs.append(f"ftrace_hash {hash_ptr.value_():#x}: unreadable entry ({e})")
+                break
+    return sorted(ips)
+
+
+def _ops_hashes(op: drgn.Object, errors: List[str]) -> Tuple[List[int], List[int]]:
+    if not kernel.has_member(op.prog_, "struct ftrace_ops", "func_hash"):
+        return [], []
+    func_hash = op.func_hash.read_()
+    if not func_hash.value_():
+        return [], []
+    return hash_ips(func_hash.filter_hash.read_(), errors), hash_ips(func_hash.notrace_hash.read_(), errors)
+
+
+def ftrace_ops(prog: drgn.Program, errors: Optional[List[str]] = None) -> List[FtraceOps]:
+    """Every registered ftrace_ops as :class:`FtraceOps`, in list order."""
+    errs = errors if errors is not None else []
+    sym = Symbolizer(prog)
+    bits = ops_flag_bits(prog)
+    has_tramp = kernel.has_member(prog, "struct ftrace_ops", "trampoline")
+    result = []
+    for op in for_each_ftrace_ops(prog, errs):
+        try:
+            func = op.func.value_()
+            flags = op.flags.value_()
+            filter_ips, notrace_ips = _ops_hashes(op, errs)
+            result.append(FtraceOps(
+                address=op.value_(),
+                func=func,
+                func_symbol=sym.name_of(func),
+                owner=sym.module_of(func),
+                flags=decode_flags(flags, bits),
+                flags_raw=flags,
+                filter=filter_ips,
+                notrace=notrace_ips,
+                filter_symbols=[sym.name_of(ip) for ip in filter_ips],
+                notrace_symbols=[sym.name_of(ip) for ip in notrace_ips],
+                trampoline=op.trampoline.value_() if has_tramp else 0,
+                trampoline_size=op.trampoline_size.value_() if has_tramp else 0,
+            ))
+        except drgn.FaultError as e:
+            errs.append(f"ftrace_ops at {op.value_():#x} unreadable: {e}")
+    return result
+
+
+# --- dyn_ftrace records -----------------------------------------------------
+
+
+def _for_each_ftrace_page(prog: drgn.Program, errors: List[str]) -> Iterator[drgn.Object]:
+    try:
+        page = prog["ftrace_pages_start"].read_()
+    except (LookupError, drgn.FaultError) as e:
+        errors.append(f"no dyn_ftrace records (ftrace_pages_start: {e})")
+        return
+    seen: Set[int] = set()
+    try:
+        while page.value_():
+            if page.value_() in seen:
+                errors.append(f"ftrace pages: cycle at {page.value_():#x}, walk stopped")
+                return
+            seen.add(page.value_())
+            yield page
+            page = page.next.read_()
+    except drgn.FaultError as e:
+        errors.append(f"ftrace pages: unreadable page ({e}), walk stopped")
+
+
+def _record_struct(prog: drgn.Program) -> Tuple[struct.Struct, int, bool]:
+    """
+    A Struct that unpacks (ip, flags) from one ``struct dyn_ftrace`` (offsets
+    and size from the debug info), the record size, and whether flags come
+    before ip in it.
+    """
+    rec_type = prog.type("struct dyn_ftrace")
+    size = drgn.sizeof(rec_type)
+    ip_off = drgn.offsetof(rec_type, "ip")
+    flags_off = drgn.offsetof(rec_type, "flags")
+    word = drgn.sizeof(prog.type("unsigned long"))
+    code = "Q" if word == 8 else "I"
+    order = "<" if kernel.is_little_endian(prog) else ">"
+    first, second = sorted((ip_off, flags_off))
+    fmt = f"{order}{first}x{code}{second - first - word}x{code}{size - second - word}x"
+    return struct.Struct(fmt), size, flags_off < ip_off
+
+
+def _raw_records(prog: drgn.Program, errors: List[str], timings: Dict[str, float]) -> List[Tuple[int, int]]:
+    """(ip, flags) of every record, page by page."""
+    rec, size, flags_first = _record_struct(prog)
+    pages = []
+    t0 = time.perf_counter()
+    for page in _for_each_ftrace_page(prog, errors):
+        try:
+            index = page.index.value_()
+            records = page.records.value_()
+        except drgn.FaultError as e:
+            errors.append(f"ftrace page {page.value_():#x} unreadable: {e}")
+            continue
+        if index < 0 or index * size > (64 << 20):
+            errors.append(f"ftrace page {page.value_():#x}: implausible record count {index}")
+            continue
+        pages.append((page.value_(), records, index))
+    blobs = []
+    for page_addr, records, index in pages:
+        try:
+            blobs.append(prog.read(records, index * size))
+        except drgn.FaultError as e:
+            errors.append(f"records of ftrace page {page_addr:#x} unreadable: {e}")
+    t1 = time.perf_counter()
+    result: List[Tuple[int, int]] = []
+    for blob in blobs:
+        if flags_first:
+            result.extend((ip, flags) for flags, ip in rec.iter_unpack(blob))
+        else:
+            result.extend(rec.iter_unpack(blob))
+    timings["read"] = timings.get("read", 0.0) + (t1 - t0)
+    timings["decode"] = timings.get("decode", 0.0) + (time.perf_counter() - t1)
+    return result
+
+
+def _ops_matcher(ops_sets: Sequence[Tuple[int, Set[int], Set[int]]]):  # type: ignore[no-untyped-def]
+    """
+    A function ip -> addresses of the ops whose hashes select ip, in list
+    order, by hash_contains_ip(): in the filter hash or the filter hash is
+    empty, and not in the notrace hash. Indexed by ip, since a record table
+    has thousands of entries and filters are small.
+    """
+    order = {addr: i for i, (addr, _, _) in enumerate(ops_sets)}
+    unfiltered = [(addr, notrace) for addr, filt, notrace in ops_sets if not filt]
+    by_ip: Dict[int, List[Tuple[int, Set[int]]]] = {}
+    for addr, filt, notrace in ops_sets:
+        for ip in filt:
+            by_ip.setdefault(ip, []).append((addr, notrace))
+    constant = None if any(nt for _, nt in unfiltered) else [addr for addr, _ in unfiltered]
+
+    def match(ip: int) -> List[int]:
+        found = list(constant) if constant is not None else [a for a, nt in unfiltered if ip not in nt]
+        extra = by_ip.get(ip)
+        if extra:
+            found.extend(a for a, nt in extra if ip not in nt)
+            found.sort(key=order.__getitem__)
+        return found
+
+    return match
+
+
+def ftrace_records(
+    prog: drgn.Program,
+    all_records: bool = False,
+    *,
+    ops: Optional[Sequence[FtraceOps]] = None,
+    errors: Optional[List[str]] = None,
+    timings: Optional[Dict[str, float]] = None,
+) -> List[FtraceRecord]:
+    """
+    The dyn_ftrace records as :class:`FtraceRecord`, in the kernel's order.
+
+    By default only records whose flags are not 0 (enabled, touched, or
+    otherwise changed); ``all_records`` gives every record. Each enabled
+    record lists the enabled ftrace_ops whose hashes select its ip. Pass
+    ``ops`` to reuse an :func:`ftrace_ops` result, and a ``timings`` dict to
+    get seconds spent reading, decoding, naming and matching ops.
+    """
+    errs = errors if errors is not None else []
+    times = timings if timings is not None else {}
+    if not kernel.has_type(prog, "struct dyn_ftrace"):
+        errs.append("the kernel has no dynamic ftrace (no struct dyn_ftrace)")
+        return []
+    raw = _raw_records(prog, errs, times)
+    times["count"] = len(raw)
+
+    t0 = time.perf_counter()
+    bits = record_flag_bits(prog)
+    shift = refcount_shift(prog)
+    ref_mask = (1 << shift) - 1
+    enabled_mask = bits.get("ENABLED", 0)
+    selected = raw if all_records else [(ip, flags) for ip, flags in raw if flags]
+    decoded: Dict[int, List[str]] = {}
+    t1 = time.perf_counter()
+
+    sym = Symbolizer(prog)
+    t2 = time.perf_counter()
+    if ops is None:
+        ops = ftrace_ops(prog, errs)
+    ops_bits = ops_flag_bits(prog)
+    ops_sets = [
+        (o.address, set(o.filter), set(o.notrace)) for o in ops
+        if o.flags_raw & ops_bits.get("ENABLED", 0) and not o.flags_raw & ops_bits.get("STUB", 0)
+    ]
+    attached = _ops_matcher(ops_sets)
+    result = []
+    lookup = sym.lookup
+    for ip, flags in selected:
+        names = decoded.get(flags & ~ref_mask)
+        if names is None:
+            names = decoded[flags & ~ref_mask] = decode_flags(flags & ~ref_mask, bits)
+        info = lookup(ip)
+        result.append(FtraceRecord(
+            ip=ip,
+            symbol=info.name if info else None,
+            module=info.module if info else sym.module_of(ip),
+            flags=names,
+            flags_raw=flags,
+            refcount=flags & ref_mask,
+            ops=attached(ip) if flags & enabled_mask else [],
+        ))
+    t3 = time.perf_counter()
+    times["select"] = times.get("select", 0.0) + (t1 - t0)
+    times["symbolizer_build"] = times.get("symbolizer_build", 0.0) + (t2 - t1)
+    times["name_and_ops"] = times.get("name_and_ops", 0.0) + (t3 - t2)
+    return result
+
+
+def ftrace_state(prog: drgn.Program, all_records: bool = False) -> FtraceState:
+    """Ops and records together; problems in ``errors``, never an exception."""
+    state = FtraceState()
+    if not kernel.has_type(prog, "struct ftrace_ops"):
+        state.errors.append("the kernel has no ftrace (no struct ftrace_ops)")
+        return state
+    try:
+        state.ops = ftrace_ops(prog, state.errors)
+        timings: Dict[str, float] = {}
+        state.records = ftrace_records(prog, all_records, ops=state.ops, errors=state.errors, timings=timings)
+        state.total_records = int(timings.get("count", 0))
+    except (drgn.FaultError, LookupError) as e:
+        state.errors.append(f"ftrace state unreadable: {e}")
+    return state

@@ -1,0 +1,475 @@
+"""
+Livepatch state: patches, their objects and functions, the klp_ops stacks,
+the transition, klp_state entries and shadow variables.
+
+Kernels 5.2 and later link objects and functions in lists
+(``patch->obj_list``, ``obj->func_list``) that also hold the nop entries
+``replace`` patches create; older kernels only have the arrays
+``patch->objs`` and ``obj->funcs`` the patch module declared. Which one is
+read is decided by :func:`list_layout` from the type of ``struct
+klp_patch``.
+
+The walkers return :mod:`lpdebug.model` objects; anything unreadable ends up
+in ``LivepatchState.errors``, never as an exception.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Iterator, List, Optional
+
+import drgn
+from drgn.helpers.linux.cpumask import for_each_possible_cpu
+from drgn.helpers.linux.pid import for_each_task
+from drgn.helpers.linux.sched import idle_task
+
+from . import kernel
+from .model import (
+    BlockingTask,
+    KlpFunc,
+    KlpObject,
+    KlpOps,
+    KlpPatch,
+    KlpState,
+    KlpTransition,
+    LivepatchState,
+    TaskTrace,
+)
+from .symbols import Symbolizer
+
+__all__ = (
+    "list_layout",
+    "for_each_klp_patch",
+    "for_each_klp_object",
+    "for_each_klp_func",
+    "for_each_klp_ops",
+    "klp_func_stack",
+    "klp_state_entries",
+    "shadow_variable_count",
+    "target_state",
+    "tasks_not_in_target_state",
+    "blocking_tasks",
+    "livepatch_state",
+    "KLP_UNDEFINED",
+    "KLP_UNPATCHED",
+    "KLP_PATCHED",
+)
+
+# Values of klp_target_state and task->patch_state (macros, so not in DWARF;
+# the same in every kernel that has them: KLP_UNDEFINED was renamed
+# KLP_TRANSITION_IDLE in 6.10 without changing its value).
+KLP_UNDEFINED = -1
+KLP_UNPATCHED = 0
+KLP_PATCHED = 1
+_STATE_NAMES = {KLP_UNPATCHED: "unpatched", KLP_PATCHED: "patched"}
+
+# enum klp_state of 4.4/4.9, where objects and funcs had a `state` member.
+_KLP_ENABLED = 1
+
+# Array terminators are only trusted this far; a patch module declares a
+# handful of objects and functions.
+_ARRAY_LIMIT = 100_000
+
+
+def list_layout(prog: drgn.Program) -> str:
+    """``"list"`` (5.2+: obj_list/func_list) or ``"array"`` (older kernels)."""
+    return "list" if kernel.has_member(prog, "struct klp_patch", "obj_list") else "array"
+
+
+def _no_livepatch_reason(prog: drgn.Program) -> Optional[str]:
+    if not kernel.has_livepatch(prog):
+        return "the kernel has no livepatch support (CONFIG_LIVEPATCH is off: no klp_patches, no struct klp_patch)"
+    if not kernel.has_object(prog, "klp_patches"):
+        return "klp_patches is not in the debug info (kernels before 5.2 keep it static)"
+    return None
+
+
+def _sink(errors: Optional[List[str]]) -> List[str]:
+    return errors if errors is not None else []
+
+
+def for_each_klp_patch(prog: drgn.Program, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+    """
+    The patches on ``klp_patches``, as ``struct klp_patch *``: every enabled
+    patch and the one in transition (5.2+; before 5.1 the list held every
+    registered patch). Yields nothing on a kernel without livepatch.
+    """
+    if not kernel.has_object(prog, "klp_patches"):
+        return
+    yield from kernel.walk_list(prog["klp_patches"], "struct klp_patch", "list", _sink(errors), "klp_patches")
+
+
+def for_each_klp_object(patch: drgn.Object, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+    """The ``struct klp_object *`` of a ``struct klp_patch *``, nop objects included (5.2+)."""
+    prog = patch.prog_
+    errs = _sink(errors)
+    if list_layout(prog) == "list":
+        yield from kernel.walk_list(patch.obj_list, "struct klp_object", "node", errs,
+                                    f"objects of klp_patch {patch.value_():#x}")
+        return
+    # Arrays end at an entry without funcs (4.9+ also require no name, but
+    # the kernel refuses to register an object without funcs anyway).
+    objs = patch.objs
+    try:
+        for i in range(_ARRAY_LIMIT):
+            obj = objs + i
+            if not obj.funcs.value_():
+                return
+            yield obj
+        errs.append(f"objects of klp_patch {patch.value_():#x}: no terminator in {_ARRAY_LIMIT} entries")
+    except drgn.FaultError as e:
+        errs.append(f"objects of klp_patch {patch.value_():#x}: unreadable ({e})")
+
+
+def for_each_klp_func(obj: drgn.Object, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+    """The ``struct klp_func *`` of a ``struct klp_object *``, nop functions included (5.2+)."""
+    prog = obj.prog_
+    errs = _sink(errors)
+    if list_layout(prog) == "list":
+        yield from kernel.walk_list(obj.func_list, "struct klp_func", "node", errs,
+                                    f"functions of klp_object {obj.value_():#x}")
+        return
+    # The array ends at an entry whose old_name, new_func and old_sympos
+    # (4.9+) are all zero, as klp_for_each_func_static() tests.
+    keys = [m for m in ("old_name", "new_func", "old_sympos")
+            if kernel.has_member(prog, "struct klp_func", m)]
+    funcs = obj.funcs
+    try:
+        for i in range(_ARRAY_LIMIT):
+            func = funcs + i
+            if not any(func.member_(k).value_() for k in keys):
+                return
+            yield func
+        errs.append(f"functions of klp_object {obj.value_():#x}: no terminator in {_ARRAY_LIMIT} entries")
+    except drgn.FaultError as e:
+        errs.append(f"functions of klp_object {obj.value_():#x}: unreadable ({e})")
+
+
+def for_each_klp_ops(prog: drgn.Program, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+    """The ``struct klp_ops *`` on the static ``klp_ops`` list: one per patched old function."""
+    if not kernel.has_object(prog, "klp_ops") or not kernel.has_type(prog, "struct klp_ops"):
+        return
+    head = prog.object("klp_ops")
+    if head.type_.kind == drgn.TypeKind.FUNCTION:  # a same-named function shadows the list
+        return
+    yield from kernel.walk_list(head, "struct klp_ops", "node", _sink(errors), "klp_ops")
+
+
+def klp_func_stack(ops: drgn.Object, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+    """The ``struct klp_func *`` on ``ops->func_stack``, the one in effect first."""
+    yield from kernel.walk_list(ops.func_stack, "struct klp_func", "stack_node", _sink(errors),
+                                f"func_stack of klp_ops {ops.value_():#x}")
+
+
+def klp_state_entries(patch: drgn.Object, errors: Optional[List[str]] = None) -> List[KlpState]:
+    """The ``patch->states`` array (5.5+), up to the entry with id 0."""
+    prog = patch.prog_
+    if not kernel.has_member(prog, "struct klp_patch", "states"):
+        return []
+    result: List[KlpState] = []
+    try:
+        states = patch.states
+        if not states.value_():
+            return []
+        for i in range(_ARRAY_LIMIT):
+            entry = states + i
+            ident = entry.id.value_()
+            if not ident:
+                return result
+            result.append(KlpState(id=ident, version=entry.version.value_(), data=entry.data.value_()))
+        _sink(errors).append(f"states of klp_patch {patch.value_():#x}: no terminator")
+    except drgn.FaultError as e:
+        _sink(errors).append(f"states of klp_patch {patch.value_():#x}: unreadable ({e})")
+    return result
+
+
+def shadow_variable_count(prog: drgn.Program, errors: Optional[List[str]] = None) -> Optional[int]:
+    """Number of livepatch shadow variables in ``klp_shadow_hash``; None where the kernel has none."""
+    if not kernel.has_object(prog, "klp_shadow_hash"):
+        return None
+    errs = _sink(errors)
+    table = prog["klp_shadow_hash"]
+    try:
+        nbuckets = len(table)
+        word = prog.type("unsigned long")
+        raw = prog.read(table.address_, nbuckets * drgn.sizeof(word))
+    except (drgn.FaultError, TypeError) as e:
+        errs.append(f"klp_shadow_hash unreadable: {e}")
+        return None
+    fmt = "<Q" if kernel.is_little_endian(prog) else ">Q"
+    import struct
+
+    count = 0
+    for (first,) in struct.iter_unpack(fmt, raw):
+        node = first
+        seen = set()
+        while node:
+            if node in seen:
+                errs.append(f"klp_shadow_hash: cyclic bucket at {node:#x}, count stopped there")
+                break
+            seen.add(node)
+            count += 1
+            try:
+                node = prog.read_u64(node)
+            except drgn.FaultError as e:
+                errs.append(f"klp_shadow_hash: unreadable entry at {node:#x} ({e})")
+                break
+    return count
+
+
+def target_state(prog: drgn.Program) -> Optional[int]:
+    """``klp_target_state``: KLP_PATCHED/KLP_UNPATCHED during a transition, else KLP_UNDEFINED."""
+    try:
+        return prog["klp_target_state"].value_()
+    except (LookupError, drgn.FaultError):
+        return None
+
+
+def _transition_patch(prog: drgn.Program) -> Optional[drgn.Object]:
+    try:
+        patch = prog["klp_transition_patch"].read_()
+    except (LookupError, drgn.FaultError):
+        return None
+    return patch if patch.value_() else None
+
+
+def _all_tasks(prog: drgn.Program) -> Iterator[drgn.Object]:
+    # The transition also waits for each CPU's idle task, which is not on
+    # the task list (except CPU 0's, init_task).
+    seen = set()
+    for task in for_each_task(prog):
+        seen.add(task.value_())
+        yield task
+    try:
+        for cpu in for_each_possible_cpu(prog):
+            task = idle_task(prog, cpu)
+            if task.value_() not in seen:
+                seen.add(task.value_())
+                yield task
+    except (LookupError, drgn.FaultError):
+        pass
+
+
+def tasks_not_in_target_state(prog: drgn.Program) -> Iterator[drgn.Object]:
+    """
+    During a transition, the tasks (``struct task_struct *``, idle tasks
+    included) whose ``patch_state`` is not yet ``klp_target_state``; nothing
+    when no transition is in progress.
+    """
+    target = target_state(prog)
+    if target not in (KLP_PATCHED, KLP_UNPATCHED) or not kernel.has_member(prog, "struct task_struct", "patch_state"):
+        return
+    for task in _all_tasks(prog):
+        try:
+            if task.patch_state.value_() != target:
+                yield task
+        except drgn.FaultError:
+            continue
+
+
+# --- model ------------------------------------------------------------------
+
+
+def _string(ptr: drgn.Object) -> Optional[str]:
+    if not ptr.value_():
+        return None
+    return ptr.string_().decode(errors="replace")
+
+
+def _func_model(func: drgn.Object, sym: Symbolizer) -> KlpFunc:
+    prog = func.prog_
+    has = lambda m: kernel.has_member(prog, "struct klp_func", m)  # noqa: E731
+    old_addr = func.old_func.value_() if has("old_func") else func.old_addr.value_()
+    new_addr = func.new_func.value_()
+    if has("patched"):
+        patched = bool(func.patched.value_())
+        transition = bool(func.transition.value_())
+    else:
+        patched = func.state.value_() == _KLP_ENABLED
+        transition = False
+    return KlpFunc(
+        address=func.value_(),
+        name=_string(func.old_name) or "",
+        sympos=func.old_sympos.value_() if has("old_sympos") else 0,
+        old_addr=old_addr,
+        new_addr=new_addr,
+        new_symbol=sym.name_of(new_addr) if new_addr else None,
+        new_module=sym.module_of(new_addr) if new_addr else None,
+        old_module=sym.module_of(old_addr) if old_addr else None,
+        old_size=func.old_size.value_() if has("old_size") else 0,
+        new_size=func.new_size.value_() if has("new_size") else 0,
+        patched=patched,
+        transition=transition,
+        nop=bool(func.nop.value_()) if has("nop") else False,
+    )
+
+
+def _object_model(obj: drgn.Object, sym: Symbolizer, errors: List[str]) -> KlpObject:
+    prog = obj.prog_
+    has = lambda m: kernel.has_member(prog, "struct klp_object", m)  # noqa: E731
+    name = _string(obj.name)
+    if has("patched"):
+        patched = bool(obj.patched.value_())
+    else:
+        patched = obj.state.value_() == _KLP_ENABLED
+    model = KlpObject(
+        address=obj.value_(),
+        name=name,
+        loaded=name is None or bool(obj.mod.value_()),
+        patched=patched,
+        dynamic=bool(obj.dynamic.value_()) if has("dynamic") else False,
+    )
+    for func in for_each_klp_func(obj, errors):
+        try:
+            model.funcs.append(_func_model(func, sym))
+        except drgn.FaultError as e:
+            errors.append(f"klp_func at {func.value_():#x} unreadable: {e}")
+    return model
+
+
+def _patch_model(patch: drgn.Object, transition_addr: int, sym: Symbolizer, errors: List[str]) -> KlpPatch:
+    prog = patch.prog_
+    has = lambda m: kernel.has_member(prog, "struct klp_patch", m)  # noqa: E731
+    mod = patch.mod
+    name = mod.name.string_().decode(errors="replace") if mod.value_() else f"klp_patch@{patch.value_():#x}"
+    if has("enabled"):
+        enabled = bool(patch.enabled.value_())
+    else:
+        enabled = patch.state.value_() == _KLP_ENABLED
+    model = KlpPatch(
+        address=patch.value_(),
+        name=name,
+        module=name if mod.value_() else None,
+        enabled=enabled,
+        transition=patch.value_() == transition_addr,
+        replace=bool(patch.replace.value_()) if has("replace") else False,
+        forced=bool(patch.forced.value_()) if has("forced") else False,
+        states=klp_state_entries(patch, errors),
+    )
+    for obj in for_each_klp_object(patch, errors):
+        try:
+            model.objects.append(_object_model(obj, sym, errors))
+        except drgn.FaultError as e:
+            errors.append(f"klp_object at {obj.value_():#x} unreadable: {e}")
+    return model
+
+
+def _ops_model(ops: drgn.Object, sym: Symbolizer, errors: List[str]) -> KlpOps:
+    prog = ops.prog_
+    stack = list(klp_func_stack(ops, errors))
+    old_addr = 0
+    if stack:
+        top = stack[0]
+        old_addr = (top.old_func if kernel.has_member(prog, "struct klp_func", "old_func") else top.old_addr).value_()
+    return KlpOps(
+        address=ops.value_(),
+        old_addr=old_addr,
+        old_symbol=sym.name_of(old_addr) if old_addr else None,
+        func_stack=[f.value_() for f in stack],
+        active=stack[0].value_() if stack else None,
+    )
+
+
+def livepatch_state(prog: drgn.Program, traces: Optional[Iterable[TaskTrace]] = None) -> LivepatchState:
+    """
+    Everything livepatch holds, as a :class:`LivepatchState`. With
+    ``traces`` (true backtraces of the tasks), the transition's ``blocking``
+    list is filled too; see :func:`blocking_tasks`.
+    """
+    state = LivepatchState()
+    reason = _no_livepatch_reason(prog)
+    if reason:
+        state.errors.append(reason)
+        return state
+    sym = Symbolizer(prog)
+    transition = _transition_patch(prog)
+    transition_addr = transition.value_() if transition is not None else 0
+    for patch in for_each_klp_patch(prog, state.errors):
+        try:
+            state.patches.append(_patch_model(patch, transition_addr, sym, state.errors))
+        except drgn.FaultError as e:
+            state.errors.append(f"klp_patch at {patch.value_():#x} unreadable: {e}")
+    for ops in for_each_klp_ops(prog, state.errors):
+        try:
+            state.ops.append(_ops_model(ops, sym, state.errors))
+        except drgn.FaultError as e:
+            state.errors.append(f"klp_ops at {ops.value_():#x} unreadable: {e}")
+    target = target_state(prog)
+    if transition is not None:
+        name = next((p.name for p in state.patches if p.address == transition_addr), None)
+        if name is None:
+            try:
+                name = transition.mod.name.string_().decode(errors="replace")
+            except drgn.FaultError as e:
+                state.errors.append(f"klp_transition_patch {transition_addr:#x} unreadable: {e}")
+                name = f"klp_patch@{transition_addr:#x}"
+        state.transition = KlpTransition(patch=name, target_state=_STATE_NAMES.get(target))
+    state.shadow_count = shadow_variable_count(prog, state.errors)
+    if traces is not None:
+        state.transition.blocking = blocking_tasks(state, traces)
+    return state
+
+
+# --- the transition's blocking tasks ----------------------------------------
+
+
+def _checked_ranges(state: LivepatchState, target: str) -> List[tuple]:
+    """
+    (start, end, old_name) of the code a task must not be running for the
+    transition to switch it, as klp_check_stack_func() computes it.
+    """
+    patch = next((p for p in state.patches if p.name == state.transition.patch), None)
+    if patch is None:
+        return []
+    funcs_by_addr: Dict[int, KlpFunc] = {
+        f.address: f for p in state.patches for o in p.objects for f in o.funcs
+    }
+    stack_of: Dict[int, List[int]] = {}
+    for ops in state.ops:
+        for addr in ops.func_stack:
+            stack_of[addr] = ops.func_stack
+    ranges = []
+    for obj in patch.objects:
+        if not obj.patched:
+            continue
+        for func in obj.funcs:
+            if target == "unpatched":
+                start, size = func.new_addr, func.new_size
+            else:
+                stack = stack_of.get(func.address, [func.address])
+                pos = stack.index(func.address) if func.address in stack else 0
+                if len(stack) <= 1 or pos + 1 >= len(stack) or stack[pos + 1] not in funcs_by_addr:
+                    start, size = func.old_addr, func.old_size
+                else:
+                    prev = funcs_by_addr[stack[pos + 1]]
+                    start, size = prev.new_addr, prev.new_size
+            if start and size:
+                ranges.append((start, start + size, func.name))
+    return ranges
+
+
+def blocking_tasks(state: LivepatchState, traces: Iterable[TaskTrace]) -> List[BlockingTask]:
+    """
+    The tasks of ``traces`` not yet in the transition's target state, each
+    with the first frame (innermost first) whose pc lies in a function the
+    transition waits for: the old function (or the previous patch's
+    replacement) when patching, the new function when unpatching. A pure
+    function of the model; empty when no transition is in progress.
+    """
+    target = state.transition.target_state
+    if state.transition.patch is None or target not in ("patched", "unpatched"):
+        return []
+    target_value = KLP_PATCHED if target == "patched" else KLP_UNPATCHED
+    ranges = _checked_ranges(state, target)
+    result = []
+    for trace in traces:
+        if trace.patch_state is None or trace.patch_state == target_value:
+            continue
+        function = frame_index = None
+        for frame in trace.frames:
+            hit = next((name for start, end, name in ranges if start <= frame.pc < end), None)
+            if hit is not None:
+                function, frame_index = hit, frame.index
+                break
+        result.append(BlockingTask(pid=trace.pid, comm=trace.comm, patch_state=trace.patch_state,
+                                   function=function, frame=frame_index))
+    return result

@@ -1,0 +1,393 @@
+"""
+Open a kernel as a :class:`drgn.Program`: a vmcore, the running kernel, or a
+QEMU guest over QMP; load vmlinux and module debug info from files or
+directories.
+
+Debug info must fit the target: a vmlinux whose GNU build ID differs from
+the one in the target's VMCOREINFO raises :class:`errors.BuildIdMismatch`
+before anything is loaded, naming both IDs.
+
+QEMU ``pseries`` guests have no fw_cfg, so QEMU cannot tell drgn where the
+guest's VMCOREINFO is. :func:`open_qemu` finds it itself: the vmlinux symbol
+table gives the address of the kernel variable ``vmcoreinfo_note`` (a
+pointer to the note, in both 6.1 ``crash_core.c`` and 6.12
+``vmcore_info.c``); vmlinux and the note sit in the linear map, so both are
+read physically at ``virtual - 0xc000000000000000``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import drgn
+
+from . import kernel
+from .errors import BuildIdMismatch, DebugInfoError, TargetError
+from .symbols import invalidate as _invalidate_symbols
+
+__all__ = (
+    "open_vmcore",
+    "open_running_kernel",
+    "open_qemu",
+    "load_debug_info",
+    "debug_info_files",
+    "file_build_id",
+    "check_build_id",
+    "target_warnings",
+)
+
+_WARNINGS_KEY = "lpdebug.target.warnings"
+# Upper bound of the linear map when the guest's RAM size cannot be read;
+# radix and hash both start vmalloc at 0xc008000000000000.
+_LINEAR_MAP_MAX = 0x0008000000000000
+
+
+def target_warnings(prog: drgn.Program) -> List[str]:
+    """Problems met while opening ``prog`` that did not stop it (missing module debug info ...)."""
+    return prog.cache.setdefault(_WARNINGS_KEY, [])
+
+
+def _warn(prog: drgn.Program, message: str) -> None:
+    target_warnings(prog).append(message)
+
+
+# --- ELF files --------------------------------------------------------------
+
+
+def _elf(path: str):  # type: ignore[no-untyped-def]
+    from elftools.elf.elffile import ELFFile
+
+    return ELFFile(open(path, "rb"))
+
+
+def file_build_id(path: str) -> Optional[str]:
+    """GNU build ID of an ELF file as lowercase hex, None when it has none."""
+    from elftools.common.exceptions import ELFError
+
+    try:
+        elf = _elf(path)
+    except (OSError, ELFError) as e:
+        raise DebugInfoError(f"{path}: not a readable ELF file ({e})") from e
+    try:
+        for section in elf.iter_sections():
+            if section.header["sh_type"] != "SHT_NOTE":
+                continue
+            for note in section.iter_notes():
+                if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
+                    desc = note["n_desc"]
+                    return desc.lower() if isinstance(desc, str) else bytes(desc).hex()
+    finally:
+        elf.stream.close()
+    return None
+
+
+def _is_vmlinux(path: str) -> bool:
+    # Modules are relocatable objects; vmlinux is ET_EXEC, or ET_DYN when the
+    # kernel is built relocatable (the ppc64 default).
+    from elftools.common.exceptions import ELFError
+
+    try:
+        elf = _elf(path)
+    except (OSError, ELFError):
+        return False
+    try:
+        return elf.header["e_type"] != "ET_REL"
+    finally:
+        elf.stream.close()
+
+
+def debug_info_files(paths: Iterable[str]) -> List[str]:
+    """Expand ``paths``: files as they are, directories searched for vmlinux and ``*.ko``."""
+    files: List[str] = []
+    for path in paths:
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            for root, dirs, names in os.walk(path):
+                dirs.sort()
+                for name in sorted(names):
+                    if (
+                        name in ("vmlinux", "vmlinux.debug")
+                        or name.startswith("vmlinux-")
+                        or name.endswith((".ko", ".ko.debug"))
+                    ):
+                        files.append(os.path.join(root, name))
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            raise DebugInfoError(f"{path}: no such file or directory")
+    return files
+
+
+def _target_build_id(prog: drgn.Program) -> Optional[str]:
+    value = kernel.vmcoreinfo(prog).get("BUILD-ID")
+    return value.lower() if value else None
+
+
+def check_build_id(prog: drgn.Program, vmlinux: str) -> None:
+    """Raise :class:`BuildIdMismatch` if ``vmlinux`` is not the target's kernel."""
+    expected = _target_build_id(prog)
+    if expected is None:
+        _warn(prog, "the target has no BUILD-ID in VMCOREINFO: could not check that the vmlinux fits")
+        return
+    actual = file_build_id(vmlinux)
+    if actual is None:
+        _warn(prog, f"{vmlinux} has no build ID: could not check that it fits the target")
+        return
+    if actual != expected:
+        raise BuildIdMismatch(vmlinux, expected, actual)
+
+
+# --- debug info -------------------------------------------------------------
+
+
+def _forget_cached_facts(prog: drgn.Program) -> None:
+    for key in [k for k in prog.cache if isinstance(k, tuple) and k[:1] == ("lpdebug.kernel",)]:
+        del prog.cache[key]
+    _invalidate_symbols(prog)
+
+
+def load_debug_info(
+    prog: drgn.Program, paths: Sequence[str] = (), *, default: bool = False
+) -> List[str]:
+    """
+    Load debug info from ``paths`` (files, or directories searched for vmlinux
+    and ``*.ko``), and with ``default`` also from drgn's standard places.
+
+    Every vmlinux among the files is checked against the target's build ID
+    first. Raises :class:`DebugInfoError` when vmlinux's debug info is still
+    missing afterwards; modules without debug info only give warnings, which
+    are returned (and kept in :func:`target_warnings`).
+    """
+    files = debug_info_files(paths)
+    for path in files:
+        if _is_vmlinux(path):
+            check_build_id(prog, path)
+    warnings: List[str] = []
+    try:
+        prog.load_debug_info(files, default=default, main=bool(files) or default)
+    except drgn.MissingDebugInfoError as e:
+        warnings.append(f"missing debug info: {e}")
+    except (ValueError, OSError) as e:
+        raise DebugInfoError(f"could not load debug info: {e}") from e
+    _forget_cached_facts(prog)
+    if not kernel.has_type(prog, "struct task_struct"):
+        bid = _target_build_id(prog)
+        raise DebugInfoError(
+            "no debug info for the target's vmlinux"
+            + (f" (build ID {bid})" if bid else "")
+            + ": give the matching vmlinux (a file or a directory that holds it)"
+        )
+    _add_hash_mmu_segments(prog, warnings)
+    target_warnings(prog).extend(warnings)
+    return warnings
+
+
+def _add_hash_mmu_segments(prog: drgn.Program, warnings: List[str]) -> None:
+    if kernel.mmu(prog) != "hash":
+        return
+    try:
+        from . import hash_mmu
+
+        add = hash_mmu.add_hash_mmu_segments
+    except (ImportError, AttributeError):
+        warnings.append(
+            "hash-MMU kernel: module and vmalloc memory cannot be read (no hash-MMU support)"
+        )
+        return
+    try:
+        add(prog)
+    except Exception as e:  # a broken page table must not stop the rest of the report
+        warnings.append(f"hash-MMU page tables could not be read: {e}")
+    _forget_cached_facts(prog)
+
+
+# --- targets ----------------------------------------------------------------
+
+
+def _require_kernel(prog: drgn.Program, what: str) -> None:
+    if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
+        raise TargetError(f"{what} is not a Linux kernel core dump")
+
+
+def open_vmcore(
+    path: str, debug_info: Sequence[str] = (), *, default_debug_info: bool = True
+) -> drgn.Program:
+    """A Program on a kernel core dump (ELF /proc/vmcore or makedumpfile format)."""
+    prog = drgn.Program()
+    try:
+        prog.set_core_dump(path)
+    except (OSError, ValueError, drgn.FaultError) as e:
+        raise TargetError(f"{path}: cannot open as a core dump: {e}") from e
+    _require_kernel(prog, path)
+    load_debug_info(prog, debug_info, default=default_debug_info)
+    return prog
+
+
+def open_running_kernel(
+    debug_info: Sequence[str] = (), *, default_debug_info: bool = True
+) -> drgn.Program:
+    """A Program on the kernel this process runs on (needs root)."""
+    prog = drgn.Program()
+    try:
+        prog.set_kernel()
+    except (OSError, ValueError) as e:
+        raise TargetError(f"cannot open the running kernel: {e}") from e
+    load_debug_info(prog, debug_info, default=default_debug_info)
+    return prog
+
+
+def _platform_of(vmlinux: str) -> drgn.Platform:
+    from elftools.common.exceptions import ELFError
+
+    try:
+        elf = _elf(vmlinux)
+    except (OSError, ELFError) as e:
+        raise DebugInfoError(f"{vmlinux}: not a readable ELF file ({e})") from e
+    try:
+        if elf.header["e_machine"] != "EM_PPC64":
+            raise TargetError(
+                f"{vmlinux} is for {elf.header['e_machine']}: QEMU targets are supported for ppc64 only"
+            )
+        flags = drgn.PlatformFlags.IS_64_BIT
+        if elf.little_endian:
+            flags |= drgn.PlatformFlags.IS_LITTLE_ENDIAN
+        return drgn.Platform(drgn.Architecture.PPC64, flags)
+    finally:
+        elf.stream.close()
+
+
+def _symbol_addresses(vmlinux: str, names: Sequence[str]) -> dict:
+    elf = _elf(vmlinux)
+    try:
+        symtab = elf.get_section_by_name(".symtab")
+        if symtab is None:
+            raise DebugInfoError(f"{vmlinux} has no symbol table")
+        found = {}
+        for name in names:
+            syms = symtab.get_symbol_by_name(name)
+            if syms:
+                found[name] = syms[0]["st_value"]
+        return found
+    finally:
+        elf.stream.close()
+
+
+def _parse_vmcoreinfo_note(buf: bytes, little_endian: bool) -> str:
+    fmt = "<III" if little_endian else ">III"
+    namesz, descsz, _ = struct.unpack_from(fmt, buf)
+    name_end = 12 + namesz
+    name = buf[12:name_end].rstrip(b"\0")
+    if name != b"VMCOREINFO":
+        raise TargetError(f"the guest's vmcoreinfo_note holds no VMCOREINFO note (found {name!r})")
+    desc_start = 12 + ((namesz + 3) & ~3)
+    desc = buf[desc_start : desc_start + descsz]
+    if len(desc) < descsz:
+        raise TargetError("the guest's VMCOREINFO note is truncated")
+    return desc.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def _read_guest_vmcoreinfo(prog: drgn.Program, vmlinux: str, little_endian: bool) -> Tuple[str, Optional[int]]:
+    """The guest's VMCOREINFO text and its RAM end (from ``max_pfn``) when readable."""
+    base = kernel.LINEAR_MAP_BASE
+    syms = _symbol_addresses(vmlinux, ("vmcoreinfo_note", "max_pfn"))
+    if "vmcoreinfo_note" not in syms:
+        raise TargetError(
+            f"{vmlinux} has no vmcoreinfo_note symbol: the kernel needs CONFIG_VMCORE_INFO"
+            " (CONFIG_CRASH_CORE before 6.9) to be opened over QMP"
+        )
+    word = "<Q" if little_endian else ">Q"
+
+    def read_pointer(vaddr: int) -> int:
+        try:
+            return struct.unpack(word, prog.read(vaddr - base, 8, True))[0]
+        except drgn.FaultError as e:
+            raise TargetError(f"cannot read guest physical memory at {vaddr - base:#x}: {e}") from e
+
+    note = read_pointer(syms["vmcoreinfo_note"])
+    if note < base:
+        raise TargetError(
+            "the guest's vmcoreinfo_note is not set (the kernel has not finished booting,"
+            " or the vmlinux is not the guest's kernel)"
+        )
+    try:
+        # VMCOREINFO_NOTE_SIZE is at most a few pages; the text is below 4 KiB.
+        header = prog.read(note - base, 12, True)
+        namesz, descsz, _ = struct.unpack("<III" if little_endian else ">III", header)
+        if namesz > 64 or descsz > 65536:
+            raise TargetError("the guest's vmcoreinfo_note does not point at an ELF note")
+        buf = prog.read(note - base, 12 + ((namesz + 3) & ~3) + descsz, True)
+    except drgn.FaultError as e:
+        raise TargetError(f"cannot read the guest's VMCOREINFO note: {e}") from e
+    text = _parse_vmcoreinfo_note(buf, little_endian)
+
+    ram_end = None
+    if "max_pfn" in syms:
+        try:
+            max_pfn = read_pointer(syms["max_pfn"])
+            page = int(dict(l.split("=", 1) for l in text.splitlines() if "=" in l).get("PAGESIZE", "0"))
+            if max_pfn and page:
+                ram_end = max_pfn * page
+        except (TargetError, ValueError):
+            pass
+    return text, ram_end
+
+
+def open_qemu(
+    qmp_socket: str, vmlinux: str, debug_info: Sequence[str] = ()
+) -> drgn.Program:
+    """
+    A Program on a live QEMU ppc64 guest, from its QMP socket and its vmlinux
+    only (no fw_cfg, no vmcoreinfo file needed). ``debug_info`` adds module
+    debug info (files or directories).
+    """
+    platform = _platform_of(vmlinux)
+    little_endian = bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+    prog: Optional[drgn.Program] = drgn.Program(platform)
+    failure: Optional[BaseException] = None
+    try:
+        _attach_qemu(prog, qmp_socket, vmlinux, debug_info, little_endian)
+    except (TargetError, DebugInfoError) as e:
+        failure = e
+    if failure is not None:
+        # QEMU serves one QMP client at a time: keep no reference to the
+        # Program in the traceback, so its connection closes now and the
+        # caller can retry (with another vmlinux, say).
+        failure.__traceback__ = None
+        failure.__cause__ = failure.__context__ = None
+        prog = None
+        raise failure
+    return prog  # type: ignore[return-value]
+
+
+def _attach_qemu(
+    prog: drgn.Program, qmp_socket: str, vmlinux: str, debug_info: Sequence[str], little_endian: bool
+) -> None:
+    try:
+        prog.set_qemu_qmp(qmp_socket)
+    except (OSError, ValueError) as e:
+        raise TargetError(f"cannot connect to QMP at {qmp_socket}: {e}") from None
+    text, ram_end = _read_guest_vmcoreinfo(prog, vmlinux, little_endian)
+    expected = dict(l.split("=", 1) for l in text.splitlines() if "=" in l).get("BUILD-ID")
+    actual = file_build_id(vmlinux)
+    if expected and actual and expected.lower() != actual:
+        raise BuildIdMismatch(vmlinux, expected.lower(), actual)
+    try:
+        prog.set_linux_kernel_custom(text, True)
+    except ValueError as e:
+        raise TargetError(f"drgn rejected the guest's VMCOREINFO: {e}") from None
+    _add_linear_map_segment(prog, ram_end)
+    load_debug_info(prog, [vmlinux, *debug_info], default=False)
+
+
+def _add_linear_map_segment(prog: drgn.Program, ram_end: Optional[int]) -> None:
+    # drgn walks the page tables for every virtual address; over QMP that
+    # fails for 6.1 (no NUMBER(RADIX_MMU)) and on hash-MMU guests. The linear
+    # map needs no page tables: virtual = LINEAR_MAP_BASE + physical.
+    size = ram_end if ram_end else _LINEAR_MAP_MAX
+
+    def read_linear(address: int, count: int, offset: int, physical: bool) -> bytes:
+        return prog.read(offset, count, True)
+
+    prog.add_memory_segment(kernel.LINEAR_MAP_BASE, size, read_linear)

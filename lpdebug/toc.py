@@ -1,0 +1,288 @@
+"""
+ppc64 TOC pointers (r2) of vmlinux and of every loaded module.
+
+What comes in: a Program, or a ``struct module *`` Object. What goes out:
+:class:`ModuleToc` per image and a :class:`TocMap` answering both ways
+(module -> TOC, TOC value -> module).
+
+Entry points:
+
+- :func:`module_toc` -- one module's TOC by the kernel's own rule.
+- :func:`vmlinux_toc` -- the kernel's TOC.
+- :func:`module_tocs` -- a :class:`TocMap` of vmlinux and every module, each
+  cross-checked against the global-entry prologue of its functions.
+- :func:`prologue_toc` -- the TOC a function's ``addis r2,r12`` /
+  ``addi r2,r2`` global-entry prologue computes.
+
+A module's TOC is what ``module_64.c`` set ``.TOC.`` to when it loaded the
+module: ``my_r2 = (sh_addr(.toc, else .stubs) & ~0xff) + 0x8000``. The
+section headers are freed after loading, so the section address is recovered
+from ``mod->sect_attrs`` (the /sys/module/M/sections/ files). Kernels up to
+4.15 kept the TOC itself in ``mod->arch.toc`` and had no ``& ~0xff``; both
+differences are decided by whether ``struct mod_arch_specific`` has ``toc``.
+A kernel built PC-relative (``mod_arch_specific`` has ``got_section`` and no
+``toc_section``) gives modules no TOC at all.
+
+The prologue cross-check decodes a function's first two instructions, the
+ones the compiler emits at every global entry point on ELFv2::
+
+    addis r2,r12,hi      0x3c4c....     r12 holds the global entry address
+    addi  r2,r2,lo       0x3842....     TOC = GEP + (hi << 16) + lo
+
+They are the module's own statement of its TOC, independent of section
+addresses: a disagreement means the module's text or its section list is
+not what the loader made of it. ELFv1 has no such prologue (the TOC comes in
+a function descriptor) and is not cross-checked.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import drgn
+
+from .kernel import elf_abi, has_member
+
+__all__ = (
+    "VMLINUX",
+    "ModuleToc",
+    "TocMap",
+    "module_sections",
+    "module_toc",
+    "module_tocs",
+    "prologue_toc",
+    "vmlinux_toc",
+)
+
+# Name lpdebug gives the kernel image wherever a module name is expected.
+VMLINUX = "vmlinux"
+
+TOC_BIAS = 0x8000
+ADDIS_R2_R12 = 0x3C4C0000
+ADDI_R2_R2 = 0x38420000
+HI_MASK = 0xFFFF0000
+STT_FUNC = 2
+ELF64_SYM_SIZE = 24
+# The vmlinux functions tried for the prologue cross-check, any that exists.
+VMLINUX_PROBES = ("schedule", "msleep", "kthread", "printk", "_printk", "panic")
+# Enough functions to catch a disagreement without decoding all of a large module.
+MAX_PROLOGUES = 64
+
+
+@dataclass
+class ModuleToc:
+    module: str  # module name, or VMLINUX
+    toc: Optional[int]
+    source: Optional[str]  # where toc came from: "arch.toc", ".toc", ".stubs", "paca", ".TOC.", "__toc_start"
+    reason: Optional[str] = None  # why toc is None
+    section_address: Optional[int] = None  # of the section the TOC derives from
+    prologue_toc: Optional[int] = None  # from the first function with a TOC prologue
+    prologue_function: Optional[str] = None
+    prologue_address: Optional[int] = None
+    prologues_checked: int = 0
+    # (function, global entry, TOC its prologue computes) where that is not ``toc``
+    prologue_mismatches: List[Tuple[str, int, int]] = field(default_factory=list)
+    prologue_note: Optional[str] = None  # why no prologue was checked
+
+
+@dataclass
+class TocMap:
+    """Every image's TOC, both ways. Plain data: no target access."""
+
+    tocs: Dict[str, ModuleToc] = field(default_factory=dict)
+    errors: List[str] = field(default_factory=list)
+
+    def toc_of(self, module: Optional[str]) -> Optional[int]:
+        """TOC of ``module`` (None or VMLINUX for the kernel); None when unknown."""
+        entry = self.tocs.get(module or VMLINUX)
+        return entry.toc if entry else None
+
+    def owners(self, value: int) -> List[str]:
+        """Images whose TOC is ``value`` (at most one on a sane kernel)."""
+        return sorted(name for name, entry in self.tocs.items() if entry.toc == value)
+
+    def toc_owner(self, value: Optional[int]) -> Optional[str]:
+        """The image whose TOC is ``value`` (names joined by ``,`` if several), or None."""
+        if value is None:
+            return None
+        names = self.owners(value)
+        return ",".join(names) if names else None
+
+    def __iter__(self) -> Iterator[ModuleToc]:
+        return iter(self.tocs.values())
+
+
+def prologue_toc(prog: drgn.Program, gep: int) -> Optional[int]:
+    """
+    The TOC that the global-entry prologue at ``gep`` computes, or None when
+    the first two instructions are not ``addis r2,r12,hi; addi r2,r2,lo``.
+    Raises :class:`drgn.FaultError` when the text is unreadable.
+    """
+    first = prog.read_u32(gep)
+    second = prog.read_u32(gep + 4)
+    if first & HI_MASK != ADDIS_R2_R12 or second & HI_MASK != ADDI_R2_R2:
+        return None
+    return _prologue_value(gep, first, second)
+
+
+def _prologue_value(gep: int, first: int, second: int) -> int:
+    def sext16(v: int) -> int:
+        v &= 0xFFFF
+        return v - 0x10000 if v & 0x8000 else v
+
+    return (gep + (sext16(first) << 16) + sext16(second)) & 0xFFFFFFFFFFFFFFFF
+
+
+def module_sections(mod: drgn.Object) -> Iterator[Tuple[str, int]]:
+    """(name, address) of a module's sections, from ``mod->sect_attrs``."""
+    attrs = mod.sect_attrs
+    if not attrs:
+        return
+    count = attrs.nsections.value_()
+    with_battr = has_member(mod.prog_, "struct module_sect_attr", "battr")
+    for i in range(count):
+        attr = attrs.attrs[i]
+        name_ptr = attr.battr.attr.name if with_battr else attr.name
+        yield name_ptr.string_().decode(errors="replace"), attr.address.value_()
+
+
+def _module_name(mod: drgn.Object) -> str:
+    return mod.name.string_().decode(errors="replace")
+
+
+def module_toc(mod: drgn.Object) -> ModuleToc:
+    """
+    The TOC the kernel gave a module (``struct module *``), by the rule in
+    the module docstring. ``toc`` is None, with ``reason``, when the module
+    has none (PC-relative kernel) or it cannot be recovered.
+    """
+    prog = mod.prog_
+    name = _module_name(mod)
+    if has_member(prog, "struct mod_arch_specific", "toc"):
+        return ModuleToc(name, mod.arch.toc.value_(), "arch.toc")
+    if (has_member(prog, "struct mod_arch_specific", "got_section")
+            and not has_member(prog, "struct mod_arch_specific", "toc_section")):
+        return ModuleToc(name, None, None,
+                         reason="the kernel is built PC-relative: modules have no TOC")
+    if not has_member(prog, "struct module", "sect_attrs"):
+        return ModuleToc(name, None, None,
+                         reason="the kernel has no module section attributes (needs KALLSYMS and SYSFS)")
+    sections = dict(module_sections(mod))
+    for section in (".toc", ".stubs"):
+        if section in sections:
+            address = sections[section]
+            return ModuleToc(name, (address & ~0xFF) + TOC_BIAS, section,
+                             section_address=address)
+    return ModuleToc(name, None, None,
+                     reason="the module lists neither a .toc nor a .stubs section")
+
+
+def vmlinux_toc(prog: drgn.Program) -> ModuleToc:
+    """
+    The kernel's TOC: ``paca_ptrs[0]->kernel_toc`` (``paca[0]`` before 4.13),
+    which boot code loads from r2; else the ``.TOC.`` symbol; else
+    ``__toc_start + 0x8000`` (kernels up to 5.15).
+    """
+    errors = []
+    for getter in (lambda: prog["paca_ptrs"][0].kernel_toc, lambda: prog["paca"][0].kernel_toc):
+        try:
+            return ModuleToc(VMLINUX, getter().value_(), "paca")
+        except (LookupError, drgn.FaultError, TypeError) as e:
+            errors.append(str(e))
+    for symbol, bias, source in ((".TOC.", 0, ".TOC."), ("__toc_start", TOC_BIAS, "__toc_start")):
+        try:
+            return ModuleToc(VMLINUX, prog.symbol(symbol).address + bias, source)
+        except LookupError:
+            continue
+    return ModuleToc(VMLINUX, None, None,
+                     reason="no paca_ptrs, .TOC. or __toc_start: " + "; ".join(errors))
+
+
+def _module_functions(mod: drgn.Object) -> Iterator[Tuple[str, int]]:
+    """(name, address) of the module's function symbols, from its own kallsyms."""
+    prog = mod.prog_
+    kallsyms = mod.kallsyms if has_member(prog, "struct module", "kallsyms") else mod
+    symtab = kallsyms.symtab.value_()
+    count = kallsyms.num_symtab.value_()
+    strtab = kallsyms.strtab.value_()
+    if not symtab or not count:
+        return
+    buf = prog.read(symtab, count * ELF64_SYM_SIZE)
+    little = bool(prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+    fmt = ("<" if little else ">") + "IBBHQQ"
+    for i in range(count):
+        st_name, st_info, _, _, st_value, _ = struct.unpack_from(fmt, buf, i * ELF64_SYM_SIZE)
+        if st_info & 0xF != STT_FUNC or not st_value:
+            continue
+        try:
+            fname = prog.read_c_string(strtab + st_name, max_size=256).decode(errors="replace")
+        except drgn.FaultError:
+            fname = f"{st_value:#x}"
+        yield fname, st_value
+
+
+def _cross_check(prog: drgn.Program, entry: ModuleToc,
+                 functions: Iterator[Tuple[str, int]]) -> None:
+    for fname, gep in functions:
+        if entry.prologues_checked >= MAX_PROLOGUES:
+            break
+        try:
+            value = prologue_toc(prog, gep)
+        except drgn.FaultError:
+            continue
+        if value is None:
+            continue
+        entry.prologues_checked += 1
+        if entry.prologue_toc is None:
+            entry.prologue_toc, entry.prologue_function, entry.prologue_address = value, fname, gep
+        if entry.toc is not None and value != entry.toc:
+            entry.prologue_mismatches.append((fname, gep, value))
+    if not entry.prologues_checked and entry.prologue_note is None:
+        entry.prologue_note = "no function with an addis r2,r12 / addi r2,r2 prologue was readable"
+
+
+def _vmlinux_functions(prog: drgn.Program) -> Iterator[Tuple[str, int]]:
+    for name in VMLINUX_PROBES:
+        try:
+            yield name, prog.symbol(name).address
+        except LookupError:
+            continue
+
+
+def module_tocs(prog: drgn.Program, *, cross_check: bool = True) -> TocMap:
+    """
+    vmlinux's and every loaded module's TOC, each cross-checked (on ELFv2)
+    against its functions' global-entry prologues. Problems go to
+    ``errors`` and the modules' ``reason``/``prologue_note``; never raises
+    for bad memory.
+    """
+    from drgn.helpers.linux.module import for_each_module
+
+    result = TocMap()
+    check = cross_check and elf_abi(prog) == 2
+    entry = vmlinux_toc(prog)
+    result.tocs[VMLINUX] = entry
+    if check:
+        _cross_check(prog, entry, _vmlinux_functions(prog))
+    try:
+        modules = list(for_each_module(prog))
+    except (LookupError, drgn.FaultError) as e:
+        result.errors.append(f"module list unreadable: {e}")
+        modules = []
+    for mod in modules:
+        try:
+            entry = module_toc(mod)
+        except (LookupError, drgn.FaultError) as e:
+            result.errors.append(f"module at {mod.value_():#x}: TOC unreadable: {e}")
+            continue
+        result.tocs[entry.module] = entry
+        if not check:
+            entry.prologue_note = "ELFv1: functions have no global-entry prologue"
+            continue
+        try:
+            _cross_check(prog, entry, _module_functions(mod))
+        except (LookupError, drgn.FaultError) as e:
+            entry.prologue_note = f"module symbols unreadable: {e}"
+    return result

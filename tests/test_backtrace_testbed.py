@@ -1,0 +1,337 @@
+"""
+True backtraces on the real-kernel testbed, compared with the kernel's own view.
+
+The oracle is ``truth/tasks/PID/stack.nofgraph``: the task's /proc/PID/stack
+captured in the guest before function_graph was switched on. It is used for
+tasks that slept at the same point both times, shown by the kernel's own
+captures (see :func:`oracle_frames`):
+
+- ``still``: the task never ran in between. ``stack`` (captured with
+  function_graph on) equals ``stack.nofgraph`` and shows no hooked return;
+  a task that ran would have entered traced functions, the scheduler's at
+  least, and left ``return_to_handler`` (``mcount+0x10``) lines.
+- ``again``: the task ran, then slept again at the same point. ``stack``
+  aligns with ``stack.nofgraph`` where each ``return_to_handler`` line
+  stands for one nofgraph line or for a scheduler function (hooked, it is
+  no longer in the __sched range the kernel filters), and the dump's raw
+  frames, printed the kernel's way, still equal ``stack``.
+
+Tasks that moved (a capture disagrees), or that started after the captures,
+are not compared; the test prints how many and why.
+
+Both sides are normalised by :func:`oracle_frames` and :func:`our_frames`;
+every difference that remains between /proc/PID/stack and a true backtrace
+has one of these reasons, and each is removed here on purpose:
+
+1. The first line of /proc/PID/stack is no frame: ``arch_stack_walk()``
+   starts at ``thread.ksp``, the switch frame, and prints its LR save word,
+   which no callee wrote (the kernel's reliable walker skips it for that
+   reason). It shows as a raw address, 0x0, or whatever text address was
+   left there (``tick_periodic+0xbc`` was seen). Dropped.
+2. /proc/PID/stack skips scheduler and lock functions
+   (``stack_trace_consume_entry_nosched``: ``in_sched_functions()``, the
+   ``__sched_text`` and ``__lock_text`` ranges). Dropped from ours, by the
+   same address ranges read from vmlinux.
+3. A function replaced by a livepatch was entered through
+   ``livepatch_handler``, whose address the replacement saved in its
+   caller's frame: /proc/PID/stack prints ``livepatch_handler+0x30`` where
+   the caller is. The oracle line is replaced by the caller: the k-th such
+   line from the top takes the saved LR of the k-th livepatch-stack entry
+   from the top, read here with plain memory reads and named with drgn's
+   own symbol lookup (not lpdebug's).
+
+Scenarios are a fixed list: one that the testbed has not built fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+from testbed import open_vmcore, scenario, truth
+
+pytestmark = pytest.mark.testbed
+
+# settled-hash belongs to the hash-MMU work; every other scenario is covered.
+SCENARIOS = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "toc-corrupt",
+             "toc-crash", "nolivepatch"]
+
+_PROGRAMS: Dict[str, object] = {}
+_TRACES: Dict[str, list] = {}
+
+LINE = re.compile(
+    r"^\[<[0-9a-fA-F]+>\] (?P<name>[^\s+]+)(?:\+(?P<off>0x[0-9a-f]+)/0x[0-9a-f]+)?"
+    r"(?: \[(?P<mod>[^\]]+)\])?$")
+RETURN_TO_HANDLER_NAMES = ("mcount", "return_to_handler")
+
+Entry = Tuple[str, int, Optional[str]]  # (symbol, offset, module or None for vmlinux)
+
+
+def program(name: str):
+    """The scenario's vmcore as a drgn Program (cached for the test session)."""
+    if name not in _PROGRAMS:
+        _PROGRAMS[name] = open_vmcore(name)
+    return _PROGRAMS[name]
+
+
+def traces(name: str):
+    """lpdebug's true backtraces of every task of the scenario (cached)."""
+    if name not in _TRACES:
+        from drgn.helpers.linux.pid import for_each_task
+
+        from lpdebug.backtrace import true_backtrace
+
+        prog = program(name)
+        _TRACES[name] = [true_backtrace(task) for task in for_each_task(prog)]
+    return _TRACES[name]
+
+
+def parse_stack(text: str) -> List[Optional[Entry]]:
+    """/proc/PID/stack lines as (symbol, offset, module); None for a raw address."""
+    entries: List[Optional[Entry]] = []
+    for line in text.splitlines():
+        m = LINE.match(line.strip())
+        if m is None:
+            raise AssertionError(f"unparsable /proc/PID/stack line: {line!r}")
+        if m.group("off") is None:
+            entries.append(None)
+            continue
+        entries.append((m.group("name"), int(m.group("off"), 16), m.group("mod")))
+    return entries
+
+
+def read_truth(name: str, *parts: str) -> Optional[str]:
+    path = truth(name, *parts)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read()
+
+
+RTH = "<return_to_handler>"
+
+
+def _hooked(entry: Optional[Entry]) -> bool:
+    return entry is not None and entry[0] in RETURN_TO_HANDLER_NAMES
+
+
+def aligns(nofgraph: List[Entry], with_fgraph: List[Entry]) -> bool:
+    """
+    ``with_fgraph`` can be read as ``nofgraph`` with some return addresses
+    hooked: each return_to_handler line stands for one line of ``nofgraph``
+    or for a scheduler function (which /proc/PID/stack drops only while it
+    is not hooked); every other line is equal.
+    """
+    memo: Dict[Tuple[int, int], bool] = {}
+
+    def go(i: int, j: int) -> bool:
+        if (i, j) not in memo:
+            if j == len(with_fgraph):
+                memo[i, j] = i == len(nofgraph)
+            elif _hooked(with_fgraph[j]):
+                memo[i, j] = (i < len(nofgraph) and go(i + 1, j + 1)) or go(i, j + 1)
+            else:
+                memo[i, j] = i < len(nofgraph) and nofgraph[i] == with_fgraph[j] and go(i + 1, j + 1)
+        return memo[i, j]
+
+    return go(0, 0)
+
+
+def same_point(nofgraph: List[Optional[Entry]], with_fgraph: List[Optional[Entry]]) -> bool:
+    """The task never ran between the two captures: /proc/PID/stack is the
+    same and shows no hooked return (a task that ran would have entered
+    traced functions, at least the scheduler's)."""
+    return nofgraph[1:] == with_fgraph[1:] and not any(map(_hooked, with_fgraph))
+
+
+def _sched_ranges(prog) -> List[Tuple[int, int]]:
+    ranges = []
+    for start, end in (("__sched_text_start", "__sched_text_end"),
+                       ("__lock_text_start", "__lock_text_end")):
+        try:
+            ranges.append((prog.symbol(start).address, prog.symbol(end).address))
+        except LookupError:
+            pass
+    return ranges
+
+
+def _drgn_name(prog, address: int) -> Entry:
+    from drgn.helpers.linux.module import address_to_module
+
+    sym = prog.symbol(address)
+    mod = address_to_module(prog, address)
+    return sym.name, address - sym.address, (mod.name.string_().decode() if mod else None)
+
+
+def raw_livepatch_lrs(prog, pid: int) -> List[int]:
+    """Saved LRs of a task's livepatch stack, newest first, by plain reads."""
+    from drgn.helpers.linux.pid import find_task
+
+    task = find_task(prog, pid)
+    sp = task.thread_info.livepatch_sp.value_()
+    base = task.stack.value_() + 8
+    return [prog.read_u64(at - 16) for at in range(sp, base, -24)]
+
+
+def _kernel_view_of_raw_frames(name: str, trace) -> List[Entry]:
+    """What /proc/PID/stack would print for the dump-time raw frames (drgn's
+    own symbol lookup; return_to_handler by address)."""
+    from lpdebug.fgraph import return_to_handler_address
+
+    prog = program(name)
+    rth = return_to_handler_address(prog)
+    ranges = _sched_ranges(prog)
+    view: List[Entry] = []
+    for frame in trace.frames:
+        if any(start <= frame.raw_pc < end for start, end in ranges):
+            continue
+        view.append((RTH, 0, None) if frame.raw_pc == rth else _drgn_name(prog, frame.raw_pc))
+    return view
+
+
+def oracle_frames(name: str, trace) -> Tuple[Optional[List[Entry]], str]:
+    """
+    The kernel's view of a task's true backtrace and which kind of task gave
+    it: ``"still"`` (never ran between the captures), ``"again"`` (ran, and
+    slept again at the same point: the function_graph capture aligns with
+    the earlier one and the dump still shows that capture), or None with the
+    reason the task cannot be compared.
+    """
+    pid = trace.pid
+    nofgraph_text = read_truth(name, "tasks", str(pid), "stack.nofgraph")
+    fgraph_text = read_truth(name, "tasks", str(pid), "stack")
+    if nofgraph_text is None or fgraph_text is None:
+        return None, "no capture"
+    nofgraph = parse_stack(nofgraph_text)
+    with_fgraph = parse_stack(fgraph_text)
+    if len(nofgraph) < 2 or None in nofgraph[1:] or None in with_fgraph[1:]:
+        return None, "raw addresses in the capture"
+    if same_point(nofgraph, with_fgraph):
+        kind = "still"
+    else:
+        shown = [(RTH, 0, None) if _hooked(e) else e for e in with_fgraph[1:]]
+        if not aligns(nofgraph[1:], with_fgraph[1:]):
+            return None, "slept elsewhere with function_graph on"
+        if _kernel_view_of_raw_frames(name, trace) != shown:
+            return None, "moved after the function_graph capture"
+        kind = "again"
+    prog = program(name)
+    entries = nofgraph[1:]
+    lrs = iter(raw_livepatch_lrs(prog, pid)) if any(
+        e[0] == "livepatch_handler" for e in entries) else iter(())
+    result = []
+    for entry in entries:
+        if entry[0] == "livepatch_handler":
+            lr = next(lrs, None)
+            if lr is None:
+                return None, "livepatch_handler without a livepatch-stack entry"
+            named = _drgn_name(prog, lr)
+            if named[0] in RETURN_TO_HANDLER_NAMES:
+                return None, "the hidden caller's LR was hooked: no independent name"
+            result.append(named)
+        else:
+            result.append(entry)
+    return result, kind
+
+
+def our_frames(name: str, trace) -> List[Entry]:
+    """lpdebug's true backtrace, without the frames /proc/PID/stack skips."""
+    ranges = _sched_ranges(program(name))
+    return [(f.symbol, f.offset, f.module) for f in trace.frames
+            if not any(start <= f.pc < end for start, end in ranges)]
+
+
+def agreement(name: str) -> Dict[str, object]:
+    """Tasks compared with the oracle, per kind, the equal ones, the
+    differences, and why the other tasks were not compared."""
+    compared = {"still": 0, "again": 0}
+    equal = {"still": 0, "again": 0}
+    differences = []
+    skipped: Dict[str, int] = {}
+    for trace in traces(name):
+        expected, kind = oracle_frames(name, trace)
+        if expected is None:
+            skipped[kind] = skipped.get(kind, 0) + 1
+            continue
+        compared[kind] += 1
+        ours = our_frames(name, trace)
+        if ours == expected:
+            equal[kind] += 1
+        else:
+            differences.append(f"pid {trace.pid} ({trace.comm}, {kind}): ours {ours} != "
+                               f"kernel {expected}")
+    return {"compared": compared, "equal": equal, "differences": differences,
+            "skipped": skipped}
+
+
+# --- the oracle helpers themselves must be able to fail ----------------------
+
+
+def test_parse_stack_reads_raw_and_module_lines():
+    text = ("[<0>] 0xc00000000286bbf0\n[<0>] __switch_to+0x2f4/0x39c\n"
+            "[<0>] livepatch_x_patch+0x30/0x44 [lpd_patch]\n")
+    assert parse_stack(text) == [None, ("__switch_to", 0x2F4, None),
+                                 ("livepatch_x_patch", 0x30, "lpd_patch")]
+
+
+def test_same_point_and_alignment_reject_a_task_that_moved():
+    before = [None, ("__switch_to", 0x2F4, None), ("do_wait", 0xF4, None)]
+    hooked = [None, ("__switch_to", 0x2F4, None), ("mcount", 0x10, None)]
+    moved = [None, ("__switch_to", 0x2F4, None), ("do_select", 0x20, None)]
+    assert same_point(before, before) and not same_point(before, hooked)
+    assert not same_point(before, moved)
+    assert aligns(before[1:], hooked[1:])
+    assert aligns(before[1:], hooked[1:] + [("mcount", 0x10, None)])  # a hooked sched function
+    assert not aligns(before[1:], moved[1:])
+    assert not aligns(before[1:] + [("kthread", 0x108, None)], hooked[1:])
+
+
+# --- end to end ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_true_backtraces_equal_the_kernels_view(name):
+    result = agreement(name)
+    print(f"{name}: equal/compared {result['equal']}/{result['compared']}, "
+          f"not compared {result['skipped']}")
+    assert result["compared"]["still"] > 0, f"{name}: no task slept through both captures"
+    assert not result["differences"], "\n".join(result["differences"])
+
+
+@pytest.mark.parametrize("name", ["settled", "settled-6.1", "settled-64k"])
+def test_fgraph_frames_resolved_by_retp(name):
+    """Every return_to_handler in the stacks is resolved, by the entry whose
+    retp is the frame's own SP (the 6.12 word-offset layout, the 6.1 array,
+    64K pages)."""
+    prog = program(name)
+    from lpdebug.fgraph import return_to_handler_address
+
+    rth = return_to_handler_address(prog)
+    resolved = 0
+    for trace in traces(name):
+        assert trace.ret_stack_errors == [], (trace.pid, trace.ret_stack_errors)
+        by_address = {e.address: e for e in trace.ret_stack}
+        for frame in trace.frames:
+            assert frame.pc != rth, f"pid {trace.pid} frame {frame.index} left unresolved"
+            if frame.source == "fgraph":
+                entry = by_address[frame.fgraph_entry]
+                assert frame.raw_pc == rth
+                assert entry.retp == frame.sp and entry.ret == frame.pc
+                resolved += 1
+    assert resolved > 0, f"{name} has function_graph on: some frame must be hooked"
+
+
+def test_livepatch_frames_restore_the_hidden_caller_on_settled():
+    """The kthread whose callee is livepatched shows its own function where
+    /proc/PID/stack shows livepatch_handler."""
+    s = scenario("settled")
+    pid = s["lpd_pids"]["lpd_lp_victim"]
+    trace = next(t for t in traces("settled") if t.pid == pid)
+    frames = [f for f in trace.frames if f.source == "livepatch"]
+    assert len(frames) == len(trace.livepatch_stack.entries) == 1
+    frame = frames[0]
+    assert frame.symbol == "lpd_lp_thread" and frame.module == "lpd_victim"
+    assert program("settled").symbol(frame.raw_pc).name == "livepatch_handler"

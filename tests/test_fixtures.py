@@ -1,0 +1,245 @@
+"""
+Fast tier on the committed real-kernel fixtures (no QEMU, no testbed).
+
+Every fixture under vmcores/fixtures/ (the bundled sample, lpdebug/sample_data/settled, is linked there
+too) is a real ppc64le capture cut down by vmcores/fixtures/minimize.py: a vmcore holding only the pages
+lpdebug's full triage reads, a vmlinux pruned to the DWARF it needs, the modules, the triage JSON lpdebug
+gave on the FULL capture, and the capture's ground truth. Here:
+
+- each fixture stays within 3 MiB compressed;
+- lpdebug's full triage (all ftrace records) on the fixture equals, byte for byte, the committed JSON of
+  the full capture (when it does not, either lpdebug's answer changed or it now reads memory or types
+  the fixture does not hold: regenerate with ``python3 vmcores/fixtures/minimize.py NAME`` on a machine
+  with the testbed, and review the JSON diff);
+- that JSON agrees with the ground truth the guest itself reported (tracefs, sysfs, /proc).
+"""
+
+import io
+import json
+import lzma
+import os
+import tarfile
+
+import pytest
+
+import lpdebug
+from lpdebug import sample
+from lpdebug import triage as tr
+
+pytestmark = pytest.mark.fixtures
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(REPO, "vmcores", "fixtures")
+LIMIT = 3 * 1024 * 1024
+
+
+def fixture_names():
+    if not os.path.isdir(FIXTURES):
+        return []
+    return sorted(n for n in os.listdir(FIXTURES) if os.path.isfile(os.path.join(FIXTURES, n, "fixture.json")))
+
+
+NAMES = fixture_names()
+
+
+def test_fixtures_present():
+    assert "settled" in NAMES, "the settled fixture (the bundled sample) is missing from vmcores/fixtures"
+    assert sample.samples() == ["settled"] or "settled" in sample.samples()
+
+
+_results = {}
+
+
+def result_json(name):
+    if name not in _results:
+        prog = sample.open_fixture(os.path.join(FIXTURES, name))
+        _results[name] = tr.dumps(tr.triage(prog, all_records=True))
+    return _results[name]
+
+
+def doc(name):
+    return json.loads(result_json(name))
+
+
+def truth(name):
+    """{path inside truth/: bytes} of a fixture's ground truth."""
+    meta = sample.load_fixture(os.path.join(FIXTURES, name))
+    if not meta.get("truth"):
+        return {}
+    out = {}
+    with lzma.open(os.path.join(FIXTURES, name, meta["truth"])) as f:
+        with tarfile.open(fileobj=io.BytesIO(f.read())) as tar:
+            for m in tar.getmembers():
+                if "/" not in m.name:
+                    continue
+                if m.isfile():
+                    out[m.name.split("/", 1)[1]] = tar.extractfile(m).read()
+                elif m.isdir():
+                    out[m.name.split("/", 1)[1]] = None
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_size_limit(name):
+    d = os.path.join(FIXTURES, name)
+    total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs)
+    assert total <= LIMIT, f"fixture {name} is {total} bytes compressed, over 3 MiB"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_triage_equals_full_capture(name):
+    got = result_json(name)
+    want = sample.expected_json(os.path.join(FIXTURES, name))
+    if got != want:
+        import difflib
+
+        diff = "".join(list(difflib.unified_diff(want.splitlines(True), got.splitlines(True),
+                                                 "full capture", "fixture", n=2))[:60])
+        pytest.fail(f"triage of fixture {name} differs from the full capture's JSON "
+                    f"(regenerate with vmcores/fixtures/minimize.py {name} if lpdebug's answer changed "
+                    f"on purpose):\n{diff}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_schema(name):
+    from test_triage_schema import validate_triage
+
+    validate_triage(doc(name))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_kernel_matches_truth(name):
+    t = truth(name)
+    d = doc(name)
+    meta = sample.load_fixture(os.path.join(FIXTURES, name))
+    if "uname_r" in t:
+        assert d["kernel"]["release"] == t["uname_r"].decode().strip()
+    assert d["kernel"]["arch"] == "ppc64le"
+    sc = meta.get("scenario", {})
+    if sc.get("mmu"):
+        assert d["kernel"]["mmu"] == sc["mmu"]
+    if sc.get("page_size"):
+        assert d["kernel"]["page_size"] == sc["page_size"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_modules_match_truth(name):
+    t = truth(name)
+    if "modules" not in t:
+        pytest.skip("no /proc/modules in this fixture's truth")
+    want = {line.split()[0] for line in t["modules"].decode().splitlines() if line.strip()}
+    images = {i["module"] for i in doc(name)["tocs"]["images"] if i.get("module")}
+    images.discard("vmlinux")
+    assert images == want
+
+
+def _sysfs_patches(t):
+    """{patch: {"enabled":.., "transition":.., "replace":.., "objects": {obj: {"patched":.., "funcs": {(name, pos)}}}}}"""
+    patches = {}
+    for path, data in sorted(t.items()):
+        parts = path.split("/")
+        if parts[0] != "sys_kernel_livepatch" or len(parts) < 3:
+            continue
+        p = patches.setdefault(parts[1], {"objects": {}})
+        if len(parts) == 3:
+            if data is not None:
+                p[parts[2]] = data.decode().strip()
+            else:
+                p["objects"].setdefault(parts[2], {"funcs": set()})
+        else:
+            o = p["objects"].setdefault(parts[2], {"funcs": set()})
+            if len(parts) == 4 and parts[3] == "patched":
+                o["patched"] = data.decode().strip()
+            elif "," in parts[3]:  # the function's directory (or a file standing for it)
+                func, _, pos = parts[3].rpartition(",")
+                o["funcs"].add((func, int(pos)))
+    return patches
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_livepatch_matches_sysfs(name):
+    t = truth(name)
+    want = _sysfs_patches(t)
+    got = {p["name"]: p for p in doc(name)["livepatch"]["patches"]}
+    assert set(got) == set(want)
+    for pname, w in want.items():
+        g = got[pname]
+        for attr in ("enabled", "transition", "replace"):
+            if attr in w:
+                assert int(g[attr]) == int(w[attr]), (pname, attr)
+        gobjs = {(o["name"] or "vmlinux"): o for o in g["objects"]}
+        assert set(gobjs) == set(w["objects"]), pname
+        for oname, wo in w["objects"].items():
+            go = gobjs[oname]
+            if "patched" in wo:
+                assert int(go["patched"]) == int(wo["patched"]), (pname, oname)
+            # sysfs names a function "old_name,sympos" with sympos 0 shown as 1
+            funcs = {(f["name"], f["sympos"] or 1) for f in go["funcs"]}
+            assert funcs == wo["funcs"], (pname, oname)
+
+
+def _enabled_functions(text):
+    """[(symbol, module, refcount, ipmodify)] of tracefs enabled_functions."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        head, _, rest = line.partition(" (")
+        words = head.split()
+        sym = words[0]
+        mod = words[1][1:-1] if len(words) > 1 and words[1].startswith("[") else None
+        count, _, flags = rest.partition(")")
+        out.append((sym, mod, int(count), " I " in f" {flags} "))
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ftrace_records_match_enabled_functions(name):
+    t = truth(name)
+    if "enabled_functions" not in t:
+        pytest.skip("no enabled_functions in this fixture's truth")
+    lines = _enabled_functions(t["enabled_functions"].decode())
+    records = {}
+    for r in doc(name)["ftrace"]["records"]:
+        if r["refcount"]:
+            records.setdefault((r["symbol"], r["module"]), []).append(r)
+    enabled = sum(len(v) for v in records.values())
+    # every enabled record is a line (the kernel lists exactly the records with a refcount)
+    assert enabled == len(lines)
+    matched = 0
+    for sym, mod, count, ipmodify in lines:
+        rs = records.get((sym, mod))
+        if not rs or len(rs) != 1:
+            continue  # an alias, or an __init function the kernel still names after freeing it
+        r = rs[0]
+        assert r["refcount"] == count, (sym, mod)
+        assert ("IPMODIFY" in r["flags"]) == ipmodify, (sym, mod)
+        matched += 1
+    assert matched >= 0.99 * len(lines)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_injected_faults_found(name):
+    t = truth(name)
+    if "injected.json" not in t:
+        pytest.skip("nothing injected in this scenario")
+    injected = json.loads(t["injected.json"])
+    findings = doc(name)["findings"]
+    assert any(f["severity"] == "error" for f in findings), (injected, findings)
+
+
+def test_open_sample_api():
+    prog = sample.open_sample()
+    r = lpdebug.triage(prog)
+    assert r.kernel.arch == "ppc64le"
+    assert r.livepatch.patches, "the sample has livepatches"
+    paths = sample.sample_paths()
+    for key in ("vmcore", "vmlinux"):
+        assert os.path.isfile(paths[key])
+    assert all(os.path.isfile(m) for m in paths["modules"])
+
+
+def test_sample_cli_paths(capsys):
+    assert sample.main(["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert os.path.isfile(out["vmcore"])

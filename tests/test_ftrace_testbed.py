@@ -1,0 +1,105 @@
+"""
+End-to-end tests of lpdebug.ftrace on the real-kernel testbed: every line of
+the kernel's own tracefs enabled_functions (and touched_functions, where the
+kernel has it) must appear among lpdebug's records with the same name,
+module, reference count and flag columns, and the other way round.
+"""
+
+import collections
+import os
+import re
+
+import pytest
+
+from lpdebug import ftrace
+from test_livepatch_testbed import LIVEPATCH_SCENARIOS, NO_LIVEPATCH_SCENARIOS, open_scenario
+from testbed import scenario
+
+pytestmark = pytest.mark.testbed
+
+SCENARIOS = LIVEPATCH_SCENARIOS + NO_LIVEPATCH_SCENARIOS
+
+# t_show(): "name [module] (refcount)", flag columns (" R"/"  ", " I", and on newer
+# kernels " D", " O", " M "), then tab-separated trampoline/ops details. Trailing
+# blanks of the flag columns are not compared.
+LINE = re.compile(r"^(\S+)(?: \[(\S+)\])? \((\d+)\)([^\t]*)")
+
+
+def parse_tracefs(path):
+    lines = collections.Counter()
+    with open(path) as f:
+        for line in f:
+            m = LINE.match(line.rstrip("\n"))
+            assert m, f"unexpected line in {path}: {line!r}"
+            lines[(m.group(1), m.group(2), int(m.group(3)), m.group(4).rstrip())] += 1
+    return lines
+
+
+def as_lines(records, flag, flag_bits):
+    return collections.Counter(
+        (r.symbol, r.module, r.refcount, ftrace.enabled_functions_flags(r, flag_bits).rstrip())
+        for r in records if flag in r.flags
+    )
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_enabled_functions_match_records(name):
+    truth = parse_tracefs(os.path.join(scenario(name)["truth"], "enabled_functions"))
+    errors = []
+    records = ftrace.ftrace_records(open_scenario(name), errors=errors)
+    ours = as_lines(records, "ENABLED", ftrace.record_flag_bits(open_scenario(name)))
+    assert errors == []
+    assert sum(truth.values()) > 0
+    assert dict(truth - ours) == {}, "enabled_functions lines without a matching record"
+    assert dict(ours - truth) == {}, "enabled records the kernel did not list"
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_touched_functions_match_records(name):
+    path = os.path.join(scenario(name)["truth"], "touched_functions")
+    prog = open_scenario(name)
+    if not os.path.exists(path):
+        # Kernels before 6.4 have neither the file nor the flag.
+        assert "TOUCHED" not in ftrace.record_flag_bits(prog)
+        return
+    truth = parse_tracefs(path)
+    assert dict(truth) == dict(as_lines(ftrace.ftrace_records(prog), "TOUCHED", ftrace.record_flag_bits(prog)))
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_attached_ops_count_is_the_kernels_refcount(name):
+    # The kernel counts, per record, the enabled ops whose hashes select it;
+    # lpdebug's ops matching must find exactly as many.
+    prog = open_scenario(name)
+    records = [r for r in ftrace.ftrace_records(prog) if "ENABLED" in r.flags]
+    assert records
+    wrong = [(r.symbol, r.refcount, len(r.ops)) for r in records if len(r.ops) != r.refcount]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_ops_list_has_named_handlers(name):
+    prog = open_scenario(name)
+    errors = []
+    ops = ftrace.ftrace_ops(prog, errors)
+    assert errors == [] and ops
+    assert all(o.func_symbol for o in ops)
+    klp = [o for o in ops if o.func_symbol == "klp_ftrace_handler"]
+    truth_patched = _patched_functions(scenario(name)["truth"])
+    # One klp ops per patched old function, each filtering exactly that function.
+    assert sorted({sym for o in klp for sym in o.filter_symbols}) == truth_patched
+    for o in klp:
+        assert "IPMODIFY" in o.flags and len(o.filter) == 1
+
+
+def _patched_functions(truth_dir):
+    root = os.path.join(truth_dir, "sys_kernel_livepatch")
+    if not os.path.isdir(root):
+        return []
+    names = set()
+    for patch in os.listdir(root):
+        for obj in os.listdir(os.path.join(root, patch)):
+            odir = os.path.join(root, patch, obj)
+            if os.path.isdir(odir) and open(os.path.join(odir, "patched")).read().strip() == "1":
+                names.update(d.split(",")[0] for d in os.listdir(odir) if os.path.isdir(os.path.join(odir, d)))
+    return sorted(names)

@@ -1,0 +1,254 @@
+"""
+The front ends against a live guest: one testbed guest booted for this module
+(``vmcores/build --live settled``) and stopped at the end.
+
+- the CLI over QMP (``lpdebug ... --qemu``);
+- drgn's command machinery on a Program opened over QMP;
+- gdb-multiarch in batch mode on the guest's gdbstub, with the lp-* commands;
+- the three give the same facts while the guest is paused.
+
+gdb embeds the system's Python; the test makes this interpreter's
+site-packages visible to it the way README.md tells users to.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+
+import pytest
+
+from testbed import REPO, load_manifest
+from test_cli import _json_patches, _sysfs_patches
+from test_triage_schema import validate_triage
+
+pytestmark = pytest.mark.testbed
+
+SCENARIO = "settled"
+BOOT_TIMEOUT = 2400
+
+
+def _cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "lpdebug.commands.cli", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+class QMP:
+    """Just enough QMP to pause and resume the guest."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(60)
+        self.sock.connect(path)
+        self.buf = b""
+        self._reply()  # greeting
+        self.cmd("qmp_capabilities")
+
+    def _reply(self):
+        while True:
+            while b"\n" not in self.buf:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise AssertionError("QMP closed the connection")
+                self.buf += data
+            line, self.buf = self.buf.split(b"\n", 1)
+            msg = json.loads(line)
+            if "event" not in msg:
+                return msg
+
+    def cmd(self, name):
+        self.sock.sendall(json.dumps({"execute": name}).encode() + b"\n")
+        reply = self._reply()
+        assert "error" not in reply, reply
+        return reply.get("return")
+
+    def close(self):
+        self.sock.close()
+
+
+def _qmp(path, *commands):
+    q = QMP(path)
+    try:
+        return [q.cmd(c) for c in commands]
+    finally:
+        q.close()
+
+
+LIVE_DIR = os.path.join(os.environ.get("LPDEBUG_CACHE", "/var/cache/lpdebug"), "live", SCENARIO)
+
+
+def _ours(path, since):
+    return os.path.exists(path) and os.path.getmtime(path) >= since
+
+
+def _stop_guest(since):
+    pid_file = os.path.join(LIVE_DIR, "qemu.pid")
+    if not _ours(pid_file, since):
+        return
+    with open(pid_file) as f:
+        pid = int(f.read().strip())
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    load_manifest()  # fail loudly, with the testbed's own message, when it was never built
+    started = time.time() - 1
+    log_path = tmp_path_factory.mktemp("live") / "build.log"
+    info_path = os.path.join(LIVE_DIR, "live.json")
+    with open(log_path, "w") as log:
+        build = subprocess.Popen([os.path.join(REPO, "vmcores", "build"), "--live", SCENARIO],
+                                 stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + BOOT_TIMEOUT
+        while not _ours(info_path, started):
+            if build.poll() is not None or time.time() > deadline:
+                with open(log_path) as f:
+                    raise AssertionError(f"vmcores/build --live {SCENARIO} did not bring the guest "
+                                         f"up (status {build.returncode}):\n{f.read()}")
+            time.sleep(2)
+        # vmcores/build then checks drgn over QMP; it may keep its own QMP
+        # connection open meanwhile, and QEMU serves one client at a time.
+        try:
+            build.wait(timeout=180)
+        except subprocess.TimeoutExpired:
+            build.terminate()
+            build.wait()
+        with open(info_path) as f:
+            yield json.load(f)
+    finally:
+        if build.poll() is None:
+            build.terminate()
+            build.wait()
+        _stop_guest(started)
+
+
+@pytest.fixture
+def paused(live):
+    """The guest stopped, so every reader sees the same memory; resumed afterwards."""
+    _qmp(live["qmp"], "stop")
+    yield live
+    _qmp(live["qmp"], "cont")
+
+
+def qemu_args(live):
+    args = ["--qemu", live["qmp"], "-s", live["vmlinux"]]
+    for ko in live["modules"]:
+        args += ["-s", ko]
+    return args
+
+
+_DRGN_OVER_QMP = """
+import sys
+from drgn.commands import run_command
+import lpdebug
+sock, vmlinux, *modules = sys.argv[1:-1]
+prog = lpdebug.open_qemu(sock, vmlinux, modules)
+run_command(prog, sys.argv[-1])
+"""
+
+
+def drgn_command_over_qmp(live, command):
+    return subprocess.run([sys.executable, "-c", _DRGN_OVER_QMP, live["qmp"], live["vmlinux"],
+                           *live["modules"], command],
+                          capture_output=True, text=True, timeout=900)
+
+
+def gdb_batch(live, *commands, timeout=1800):
+    """gdb-multiarch in batch mode on the guest's gdbstub, running lp-* ``commands``;
+    returns each command's output."""
+    purelib = sysconfig.get_paths()["purelib"]
+    argv = ["gdb-multiarch", "-nx", "-batch", live["vmlinux"],
+            "-ex", "set pagination off", "-ex", "set width 0",
+            "-ex", f"target remote :{live['gdb_port']}",
+            "-ex", f"python import site; site.addsitedir({purelib!r})",
+            "-ex", "python import lpdebug.commands.gdb"]
+    for ko in live["modules"]:
+        argv += ["-ex", f"lp-symbols {ko}"]
+    for i, command in enumerate(commands):
+        argv += ["-ex", f"echo @@LP-OUTPUT-{i}@@\\n", "-ex", command]
+    argv += ["-ex", f"echo @@LP-OUTPUT-END@@\\n", "-ex", "detach"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    assert "@@LP-OUTPUT-END@@" in proc.stdout, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    outputs = []
+    for i in range(len(commands)):
+        start = proc.stdout.index(f"@@LP-OUTPUT-{i}@@\n") + len(f"@@LP-OUTPUT-{i}@@\n")
+        end = proc.stdout.index(f"@@LP-OUTPUT-{i + 1}@@" if i + 1 < len(commands)
+                                else "@@LP-OUTPUT-END@@")
+        outputs.append(proc.stdout[start:end])
+    return outputs, proc
+
+
+def test_cli_over_qmp(live):
+    proc = _cli("patches", *qemu_args(live))
+    assert proc.returncode == 0, proc.stderr
+    for name in _sysfs_patches_live(live):
+        assert name in proc.stdout
+
+
+def _sysfs_patches_live(live):
+    root = os.path.join(live["truth"], "sys_kernel_livepatch")
+    return sorted(os.listdir(root))
+
+
+def test_cli_triage_json_over_qmp_matches_the_guests_sysfs(paused):
+    proc = _cli("triage", "--json", *qemu_args(paused))
+    assert proc.returncode in (0, 1), proc.stderr
+    doc = json.loads(proc.stdout)
+    validate_triage(doc)
+    assert proc.returncode == (1 if doc["findings"] else 0)
+    assert _json_patches(doc) == _sysfs_patches(paused["truth"])
+
+
+def test_drgn_commands_over_qmp(paused):
+    proc = drgn_command_over_qmp(paused, "lppatches")
+    assert proc.returncode == 0, proc.stderr
+    cli = _cli("patches", *qemu_args(paused))
+    assert cli.returncode == 0, cli.stderr
+    assert proc.stdout == cli.stdout
+
+
+def test_gdb_commands(live):
+    pid = _victim_pid(live)
+    (patches, bt, helptext), proc = gdb_batch(live, "lp-patches", f"lp-bt {pid}", "help lp-bt")
+    for name in _sysfs_patches_live(live):
+        assert name in patches, (name, patches, proc.stderr[-2000:])
+    assert re.search(r"lpd_lp_thread\+0x[0-9a-f]+ \[lpd_victim\]\s+\S+\s+livepatch", bt), bt
+    assert "examples:" in helptext and "lp-bt 1" in helptext
+
+
+def _victim_pid(live):
+    for entry in load_manifest()["scenarios"]:
+        if entry["name"] == SCENARIO:
+            return entry["lpd_pids"]["lpd_lp_victim"]
+    raise AssertionError(f"{SCENARIO} not in the manifest")
+
+
+def test_three_front_ends_give_the_same_facts(paused):
+    cli = _cli("triage", "--json", *qemu_args(paused))
+    assert cli.returncode in (0, 1), cli.stderr
+    drgn_run = drgn_command_over_qmp(paused, "lptriage --json")
+    assert drgn_run.returncode == 0, drgn_run.stderr
+    (gdb_out,), proc = gdb_batch(paused, "lp-triage --json")
+    # gdb's detach resumes the guest: pause it again for the fixture's "cont".
+    _qmp(paused["qmp"], "stop")
+    docs = {"cli": json.loads(cli.stdout), "drgn": json.loads(drgn_run.stdout),
+            "gdb": json.loads(gdb_out)}
+    for doc in docs.values():
+        validate_triage(doc)
+    assert docs["cli"]["tasks"], "no tasks read"
+    assert docs["drgn"] == docs["cli"]
+    assert docs["gdb"] == docs["cli"]

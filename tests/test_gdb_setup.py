@@ -1,0 +1,46 @@
+"""
+gdb's embedded Python loads lpdebug the way README.md says (site.addsitedir
+of this interpreter's site-packages, then one import), registers the lp-*
+commands with their help, and reports a missing target in one line.
+No guest needed; tests/test_gdb_live.py runs the commands on one.
+"""
+
+import subprocess
+import sysconfig
+
+COMMANDS = ["lp-patches", "lp-ops", "lp-records", "lp-bt", "lp-stacks", "lp-toc", "lp-triage"]
+
+
+def gdb_batch(*commands):
+    purelib = sysconfig.get_paths()["purelib"]
+    argv = ["gdb-multiarch", "-nx", "-batch",
+            "-ex", f"python import site; site.addsitedir({purelib!r})",
+            "-ex", "python import lpdebug.commands.gdb"]
+    for command in commands:
+        argv += ["-ex", command]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
+
+
+def test_gdb_loads_lpdebug_and_drgn_with_the_documented_line():
+    proc = gdb_batch("python import drgn; print('drgn', drgn.__version__)",
+                     "help user-defined", *[f"help {c}" for c in COMMANDS])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "drgn 0." in proc.stdout
+    for command in COMMANDS:
+        assert f"{command} --" in proc.stdout or command in proc.stdout, command
+    assert "usage: lp-records [-h] [-f PATTERN] [-m PATTERN] [-a]" in proc.stdout
+    assert "examples:" in proc.stdout
+
+
+def test_command_without_a_target_is_a_one_line_error():
+    proc = gdb_batch("lp-bt 1")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("lp-bt")]
+    assert errors == ["lp-bt: gdb is not connected to a target: 'target remote :PORT' first"], \
+        proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_arguments_print_usage_not_a_traceback():
+    proc = gdb_batch("lp-records --bogus")
+    assert "unrecognized arguments: --bogus" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,174 @@
+"""
+End-to-end tests of lpdebug.livepatch on the real-kernel testbed: patches,
+objects, functions and the transition must equal what the kernel itself
+showed in /sys/kernel/livepatch (captured in the guest as
+truth/sys_kernel_livepatch) for every scenario of the manifest.
+"""
+
+import functools
+import os
+
+import pytest
+
+from lpdebug import livepatch, target
+from testbed import scenario
+
+pytestmark = pytest.mark.testbed
+
+# The hash-MMU scenario belongs to the hash-MMU tests.
+EXCLUDED = {"settled-hash"}
+
+
+# Every scenario the testbed issue defines, so a missing one fails instead of
+# silently dropping out of the parametrization.
+LIVEPATCH_SCENARIOS = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "toc-corrupt", "toc-crash"]
+NO_LIVEPATCH_SCENARIOS = ["nolivepatch"]
+
+
+@functools.lru_cache(maxsize=None)
+def open_scenario(name):
+    s = scenario(name)
+    return target.open_vmcore(s["vmcore"], [s["vmlinux"], *s["modules"]], default_debug_info=False)
+
+
+def _read_flag(path):
+    with open(path) as f:
+        return f.read().strip() == "1"
+
+
+def sysfs_view(truth_dir):
+    """/sys/kernel/livepatch as the kernel showed it: {patch: {attrs, objects: {obj: {patched, funcs}}}}."""
+    root = os.path.join(truth_dir, "sys_kernel_livepatch")
+    view = {}
+    for patch in sorted(os.listdir(root)):
+        pdir = os.path.join(root, patch)
+        entry = {
+            "enabled": _read_flag(os.path.join(pdir, "enabled")),
+            "transition": _read_flag(os.path.join(pdir, "transition")),
+            "replace": _read_flag(os.path.join(pdir, "replace")),
+            "objects": {},
+        }
+        for obj in sorted(os.listdir(pdir)):
+            odir = os.path.join(pdir, obj)
+            if not os.path.isdir(odir):
+                continue
+            entry["objects"][obj] = {
+                "patched": _read_flag(os.path.join(odir, "patched")),
+                "funcs": sorted(d for d in os.listdir(odir) if os.path.isdir(os.path.join(odir, d))),
+            }
+        view[patch] = entry
+    return view
+
+
+def our_view(state):
+    """The same shape from lpdebug's model (sysfs names: 'vmlinux', 'old_name,sympos' with 0 shown as 1)."""
+    return {
+        p.name: {
+            "enabled": p.enabled,
+            "transition": p.transition,
+            "replace": p.replace,
+            "objects": {
+                (o.name or "vmlinux"): {
+                    "patched": o.patched,
+                    "funcs": sorted(f"{f.name},{f.sympos or 1}" for f in o.funcs),
+                }
+                for o in p.objects
+            },
+        }
+        for p in state.patches
+    }
+
+
+@pytest.mark.parametrize("name", LIVEPATCH_SCENARIOS + NO_LIVEPATCH_SCENARIOS)
+def test_manifest_agrees_on_livepatch(name):
+    assert bool(scenario(name).get("livepatch")) == (name in LIVEPATCH_SCENARIOS)
+
+
+@pytest.mark.parametrize("name", LIVEPATCH_SCENARIOS)
+def test_patches_objects_funcs_equal_sysfs(name):
+    state = livepatch.livepatch_state(open_scenario(name))
+    assert state.errors == []
+    truth = sysfs_view(scenario(name)["truth"])
+    assert truth, "the truth has no patch: the scenario is meant to have some"
+    assert our_view(state) == truth
+
+
+@pytest.mark.parametrize("name", LIVEPATCH_SCENARIOS)
+def test_transition_equals_sysfs(name):
+    state = livepatch.livepatch_state(open_scenario(name))
+    truth = sysfs_view(scenario(name)["truth"])
+    in_transition = [p for p, v in truth.items() if v["transition"]]
+    assert state.transition.patch == (in_transition[0] if in_transition else None)
+    if in_transition:
+        assert state.transition.target_state in ("patched", "unpatched")
+        assert state.transition.target_state == ("patched" if truth[in_transition[0]]["enabled"] else "unpatched")
+    else:
+        assert state.transition.target_state is None
+
+
+@pytest.mark.parametrize("name", LIVEPATCH_SCENARIOS)
+def test_klp_ops_cover_every_patched_function(name):
+    # Every patched function sits on the func_stack of the klp_ops of its old
+    # function, and that ops is named after the function the patch replaces.
+    state = livepatch.livepatch_state(open_scenario(name))
+    funcs = {f.address: f for p in state.patches for o in p.objects if o.patched for f in o.funcs}
+    assert funcs
+    stack_of = {addr: ops for ops in state.ops for addr in ops.func_stack}
+    assert set(funcs) <= set(stack_of)
+    for addr, func in funcs.items():
+        ops = stack_of[addr]
+        assert ops.old_addr == func.old_addr
+        assert ops.old_symbol == func.name
+    # Enabling a patch appends it to klp_patches and pushes its funcs on the
+    # front of each func_stack: stacks run from the newest patch to the oldest,
+    # and the one in effect is the newest.
+    patch_index = {f.address: i for i, p in enumerate(state.patches) for o in p.objects for f in o.funcs}
+    for ops in state.ops:
+        order = [patch_index[a] for a in ops.func_stack]
+        assert order == sorted(order, reverse=True) and len(set(order)) == len(order)
+        assert ops.active == ops.func_stack[0]
+
+
+@pytest.mark.parametrize("name", NO_LIVEPATCH_SCENARIOS)
+def test_kernel_without_livepatch_gives_empty_state_and_reason(name):
+    state = livepatch.livepatch_state(open_scenario(name))
+    assert state.patches == [] and state.ops == [] and state.transition.patch is None
+    assert len(state.errors) == 1 and "CONFIG_LIVEPATCH" in state.errors[0]
+    assert not os.path.exists(os.path.join(scenario(name)["truth"], "sys_kernel_livepatch")) or not os.listdir(
+        os.path.join(scenario(name)["truth"], "sys_kernel_livepatch"))
+
+
+def _pids_by_comm(truth_dir, comm):
+    tasks = os.path.join(truth_dir, "tasks")
+    found = []
+    for pid in os.listdir(tasks):
+        try:
+            if open(os.path.join(tasks, pid, "comm")).read().strip() == comm:
+                found.append(int(pid))
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def test_stuck_transition_is_blocked_by_the_sleeping_task():
+    # lpd_stuck sleeps forever inside lpd_stuck_func, which lpd_stuck_patch
+    # replaces: the kernel's stack check (klp_check_stack_func) holds it back,
+    # and every other task has switched.
+    from lpdebug.triage import task_traces
+
+    s = scenario("stuck")
+    prog = open_scenario("stuck")
+    state = livepatch.livepatch_state(prog)
+    assert state.transition.patch == "lpd_stuck_patch" and state.transition.target_state == "patched"
+    stuck_pids = _pids_by_comm(s["truth"], "lpd_stuck")
+    assert stuck_pids
+    with open(os.path.join(s["truth"], "tasks", str(stuck_pids[0]), "stack")) as f:
+        assert "lpd_stuck_func" in f.read()  # the kernel's own view of where it sleeps
+    traces = task_traces(prog)
+    blocking = livepatch.blocking_tasks(state, traces)
+    assert [(b.pid, b.function) for b in blocking] == [(pid, "lpd_stuck_func") for pid in stuck_pids]
+    by_pid = {t.pid: t for t in traces}
+    for b in blocking:
+        assert by_pid[b.pid].frames[b.frame].symbol == "lpd_stuck_func"
+    # tasks_not_in_target_state() reads task->patch_state alone and must agree.
+    assert sorted(t.pid.value_() for t in livepatch.tasks_not_in_target_state(prog)) == stuck_pids

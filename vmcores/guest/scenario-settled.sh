@@ -1,0 +1,3 @@
+setup_settled
+function_graph_on
+finish
