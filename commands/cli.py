@@ -102,6 +102,18 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
                        help="vmlinux, a module (.ko) or a directory holding them; repeatable")
 
 
+def _version_text() -> str:
+    import lpdebug
+
+    try:
+        import drgn
+
+        drgn_version = drgn.__version__
+    except ImportError:
+        drgn_version = "not installed"
+    return f"{PROG} {lpdebug.__version__} (drgn {drgn_version})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -110,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=_version_text())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands",
                                      parser_class=_Parser, prog=PROG)
     commands.required = True

@@ -41,7 +41,11 @@ there went through a stub (or was indirect) and saved the caller's r2 at
 ``r1 + 24`` with r1 = the caller's SP, which is ``sp_k``. An interrupted
 frame (a CPU's saved nip) gets ``toc_restored_before_pc`` and its slot when
 its function has a TOC restore between its start and nip: r2 may then have
-come from that slot, which :mod:`lpdebug.checks` proves by equality.
+come from that slot, which :mod:`lpdebug.checks` proves by equality. A
+stopped CPU also gets ``returned_frame``: the function it returned from
+last, whose frame is still intact just below frame 0 (see
+:func:`_returned_frame`); it is no frame of the backtrace, which only holds
+frames still on the stack.
 
 No frame is ever added or dropped: drgn's frames (inline frames folded into
 their physical frame) are the frames; only return addresses are replaced.
@@ -57,17 +61,22 @@ import drgn
 
 from .fgraph import FgraphCursor, fgraph_ret_addr, read_ret_stack, records_retp, \
     return_to_handler_address
-from .kernel import elf_abi, has_member, toc_save_offset
+from .kernel import elf_abi, has_member, is_ppc64, toc_save_offset
 from .livepatch_stack import livepatch_stack
 from .model import FgraphEntry, Frame, LivepatchStackEntry, TaskTrace
 from .symbols import Symbolizer
 from .toc import ADDI_R2_R2, ADDIS_R2_R12, HI_MASK, VMLINUX, module_sections
+
+# drgn refuses addresses it cannot translate (hash-MMU module memory without
+# lpdebug.hash_mmu) with NotImplementedError: as unreadable as a fault.
+_UNREADABLE = (drgn.FaultError, NotImplementedError)
 
 __all__ = (
     "TOC_RESTORE",
     "ResolvedReturn",
     "cpu_registers",
     "crashed_cpus",
+    "cpu_exemption",
     "cpu_tasks",
     "frame_at",
     "resolve_return_addresses",
@@ -86,6 +95,7 @@ EXEMPT_SYMBOLS = (
 STUB_MAGIC = 0x73747562
 STUB_MAGIC_OFFSET = 28
 MSR_PR = 1 << 14
+STDU_R1_R1 = 0xF8210001  # stdu r1,d(r1), displacement in bits 2-15
 
 NT_PRSTATUS = 1
 # Offsets used only when the debug info lacks struct elf_prstatus.
@@ -118,7 +128,7 @@ def _task_state(task: drgn.Object) -> str:
 
     try:
         return task_state_to_char(task)
-    except (LookupError, drgn.FaultError, ValueError):
+    except (LookupError, *_UNREADABLE, ValueError):
         return "?"
 
 
@@ -148,9 +158,9 @@ def cpu_registers(prog: drgn.Program, cpu: int) -> Optional[Dict[str, int]]:
     The registers CPU ``cpu`` saved in its ``crash_notes`` NT_PRSTATUS when
     the kernel crashed (the same note kdump copies into the vmcore):
     ``{"pid", "nip", "r1", "r2", "link", "msr", "pt_regs"}`` (``pt_regs``:
-    where the registers are, laid out as ``struct pt_regs``). None when the kernel did
-    not crash on the way to this dump (the note is still empty) or has no
-    crash_notes.
+    where the registers are, laid out as ``struct pt_regs``). None when the
+    kernel did not crash on the way to this dump (the note is still empty),
+    has no crash_notes, or is not ppc64.
 
     Read here rather than through drgn's thread because drgn starts a
     ppc64 kernel NT_PRSTATUS trace at ``link``, not at ``nip``: the function
@@ -158,10 +168,12 @@ def cpu_registers(prog: drgn.Program, cpu: int) -> Optional[Dict[str, int]]:
     """
     from drgn.helpers.linux.percpu import per_cpu_ptr
 
+    if not is_ppc64(prog):
+        return None
     try:
         note = per_cpu_ptr(prog["crash_notes"], cpu).value_()
         header = prog.read(note, 12)
-    except (LookupError, drgn.FaultError, ValueError):
+    except (LookupError, *_UNREADABLE, ValueError):
         return None
     little = bool(prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
     end = "<" if little else ">"
@@ -173,7 +185,7 @@ def cpu_registers(prog: drgn.Program, cpu: int) -> Optional[Dict[str, int]]:
     try:
         pid = struct.unpack(end + "i", prog.read(desc + pid_offset, 4))[0]
         regs = struct.unpack(end + "48Q", prog.read(desc + reg_offset, 48 * 8))
-    except drgn.FaultError:
+    except _UNREADABLE:
         return None
     return {"pid": pid, "nip": regs[GPR_NIP], "r1": regs[1], "r2": regs[2],
             "link": regs[GPR_LINK], "msr": regs[GPR_MSR], "pt_regs": desc + reg_offset}
@@ -186,7 +198,7 @@ def crashed_cpus(prog: drgn.Program) -> Dict[int, Dict[str, int]]:
     result = {}
     try:
         cpus = list(for_each_possible_cpu(prog))
-    except (LookupError, drgn.FaultError):
+    except (LookupError, *_UNREADABLE):
         return result
     for cpu in cpus:
         regs = cpu_registers(prog, cpu)
@@ -207,7 +219,7 @@ def cpu_tasks(prog: drgn.Program) -> List[drgn.Object]:
     for cpu in crashed_cpus(prog):
         try:
             tasks.append(cpu_curr(prog, cpu))
-        except (LookupError, drgn.FaultError, ValueError):
+        except (LookupError, *_UNREADABLE, ValueError):
             continue
     return tasks
 
@@ -220,7 +232,7 @@ def _task_cpu(task: drgn.Object) -> Optional[int]:
         cpu = task_cpu(task)
         if cpu_curr(task.prog_, cpu).value_() == task.value_():
             return cpu
-    except (LookupError, drgn.FaultError, ValueError):
+    except (LookupError, *_UNREADABLE, ValueError):
         pass
     return None
 
@@ -229,7 +241,7 @@ def _is_crashed_task(task: drgn.Object) -> bool:
     try:
         thread = task.prog_.crashed_thread()
         return thread.object.value_() == task.value_()
-    except (LookupError, ValueError, drgn.FaultError, AttributeError):
+    except (LookupError, ValueError, *_UNREADABLE, AttributeError):
         return False
 
 
@@ -246,7 +258,7 @@ def _physical_frames(task: drgn.Object, errors: List[str],
             trace = prog.stack_trace(drgn.Object(prog, "struct pt_regs", address=regs_address))
         else:
             trace = prog.stack_trace(task)
-    except (ValueError, LookupError, drgn.FaultError) as e:
+    except (ValueError, LookupError, *_UNREADABLE) as e:
         errors.append(f"no stack trace: {e}")
         return []
     frames = []
@@ -313,7 +325,7 @@ class _Context:
                     for section, address in module_sections(mod):
                         if section == ".stubs":
                             self._stubs[mod.name.string_().decode(errors="replace")] = address
-            except (LookupError, drgn.FaultError, ValueError):
+            except (LookupError, *_UNREADABLE, ValueError):
                 pass
         return self._stubs.get(module)
 
@@ -324,7 +336,7 @@ class _Context:
         entry = start + (pc - start) // self._stub_size * self._stub_size
         try:
             return self.prog.read_u32(entry + STUB_MAGIC_OFFSET) == STUB_MAGIC
-        except drgn.FaultError:
+        except _UNREADABLE:
             return False
 
     def exemption(self, pc: int, msr: int) -> Optional[str]:
@@ -354,7 +366,7 @@ class _Context:
                     return "global-entry prologue: r2 not yet set from r12"
                 if not has_prologue and self.toc_restore == TOC_RESTORE[2]:
                     return f"{info.name} has no TOC prologue: it keeps its caller's r2"
-        except drgn.FaultError:
+        except _UNREADABLE:
             return None
         return None
 
@@ -391,14 +403,14 @@ def _frame(ctx: _Context, index: int, pc: int, sp: int, raw_pc: int, source: str
         frame.toc_restore = ctx.prog.read_u32(pc) == ctx.toc_restore
         if cpu_stopped_here and info is not None and not frame.toc_restore:
             frame.toc_restored_before_pc = _restores_toc_before(ctx, info.address, pc)
-    except drgn.FaultError:
+    except _UNREADABLE:
         errors.append(f"frame {index}: instruction at {pc:#x} unreadable")
         return frame
     if frame.toc_restore or frame.toc_restored_before_pc:
         frame.toc_slot_address = sp + ctx.toc_offset
         try:
             frame.toc_slot = ctx.prog.read_u64(sp + ctx.toc_offset)
-        except drgn.FaultError:
+        except _UNREADABLE:
             errors.append(f"frame {index}: TOC save slot at {sp + ctx.toc_offset:#x} unreadable")
     return frame
 
@@ -407,7 +419,7 @@ def _frame(ctx: _Context, index: int, pc: int, sp: int, raw_pc: int, source: str
 class ResolvedReturn:
     pc: int
     source: str  # "unwound", "fgraph" or "livepatch"
-    fgraph_entry: Optional[int] = None  # address of the ret_stack entry used for the frame
+    fgraph_entry: Optional[int] = None  # address of the ret_stack entry that resolved raw pc
     livepatch_entry: Optional[int] = None  # index of the livepatch-stack entry used
 
 
@@ -446,7 +458,9 @@ def resolve_return_addresses(physical: Sequence[Tuple[int, int, bool]],
                 if lp.real_lr == return_to_handler:
                     errors.append(f"frame {index}: livepatch stack entry {lp_next} saved "
                                   f"return_to_handler with no ret_stack entry for retp {sp:#x}")
-                resolved = ResolvedReturn(lp.real_lr, "livepatch", livepatch_entry=lp_next)
+                resolved = ResolvedReturn(lp.real_lr, "livepatch",
+                                          fgraph_entry=resolved.fgraph_entry,
+                                          livepatch_entry=lp_next)
                 lp_next -= 1
         result.append(resolved)
     if lp_next >= 0 and physical:
@@ -467,6 +481,64 @@ def frame_at(prog: drgn.Program, index: int, pc: int, sp: int, *,
     """
     return _frame(_context(prog, symbolizer), index, pc, sp, pc if raw_pc is None else raw_pc,
                   source, interrupted, [] if errors is None else errors)
+
+
+def cpu_exemption(prog: drgn.Program, pc: int, msr: int, *,
+                  symbolizer: Optional[Symbolizer] = None) -> Optional[str]:
+    """
+    Why a CPU stopped at ``pc`` (with ``msr``) may legitimately hold an r2
+    that is not the TOC of the image owning ``pc``, or None when it must hold
+    that TOC (the exemptions of rule (c), see :mod:`lpdebug.checks`).
+    """
+    return _context(prog, symbolizer).exemption(pc, msr)
+
+
+def _branch_target(insn: int, at: int) -> Optional[int]:
+    if insn & 0xFC000003 != 0x48000001:  # bl, relative
+        return None
+    offset = insn & 0x03FFFFFC
+    if offset & 0x02000000:
+        offset -= 0x04000000
+    return at + offset
+
+
+def _frame_size(ctx: _Context, start: int, end: int) -> Optional[int]:
+    # The prologue's stdu r1,-N(r1), within its first instructions.
+    for at in range(start, min(end, start + 64), 4):
+        insn = ctx.prog.read_u32(at)
+        if insn & 0xFFFF0003 == STDU_R1_R1:
+            displacement = insn & 0xFFFC
+            if displacement & 0x8000:
+                displacement -= 0x10000
+            return -displacement if displacement < 0 else None
+    return None
+
+
+def _returned_frame(ctx: _Context, regs: Dict[str, int], errors: List[str]) -> Optional[Frame]:
+    """
+    The frame of the function a stopped CPU returned from last, when it is
+    still intact below frame 0 and returned through a TOC restore: the TOC
+    it restored there is the r2 it left the CPU with (a local call's caller
+    does not restore r2). Found exactly: the ``bl`` just before the CPU's LR
+    names the callee, the callee's ``stdu r1,-N(r1)`` its frame size, and
+    the frame's back chain must still point at frame 0's SP.
+    """
+    link, r1 = regs["link"], regs["r1"]
+    try:
+        target = _branch_target(ctx.prog.read_u32(link - 4), link - 4)
+        callee = ctx.symbolizer.lookup(target) if target is not None else None
+        if callee is None:
+            return None
+        size = _frame_size(ctx, callee.address, callee.address + callee.size)
+        if size is None or ctx.prog.read_u64(r1 - size) != r1:
+            return None
+        ret = ctx.prog.read_u64(r1 - size + 16)
+    except _UNREADABLE:
+        return None
+    if not callee.address <= ret < callee.address + callee.size:
+        return None
+    frame = _frame(ctx, -1, ret, r1 - size, ret, "returned", False, errors)
+    return frame if frame.toc_restore else None
 
 
 def _restores_toc_before(ctx: _Context, start: int, pc: int) -> bool:
@@ -525,6 +597,8 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
         frame.fgraph_entry = resolved.fgraph_entry
         frame.livepatch_entry = resolved.livepatch_entry
         trace.frames.append(frame)
+    if trace.cpu_registers is not None:
+        trace.returned_frame = _returned_frame(ctx, trace.cpu_registers, trace.errors)
     if lp_entries and ctx.livepatch_handler is None:
         trace.errors.append("livepatch_handler is not in the symbol table: the callers it "
                             "hides cannot be restored")

@@ -28,8 +28,10 @@ Rules (from ``ld r2,24(r1)``, read ``ld r2,40(r1)`` on ELFv1):
     slot must hold the TOC of the image (module or vmlinux) owning the return
     address: that is the r2 the restore is about to load. The same holds for
     a CPU's interrupted frame that already executed such a restore (its
-    function has one before nip) and whose r2 equals the slot: the CPU runs
-    on the TOC that frame carried, so the frame is flagged too.
+    function has one before nip) and for the callee the CPU returned from
+    last (``TaskTrace.returned_frame``, frame index -1, still intact below
+    frame 0), when the CPU's r2 equals the slot: the CPU runs on the TOC that
+    frame carried, so the frame is flagged too.
 
 (b) ``livepatch_stack_toc_mismatch``: ``livepatch_handler`` saves the r2 in
     effect at the patched (old) function's ftrace site. The old function's
@@ -110,13 +112,19 @@ def _label(image: Optional[str]) -> str:
 def check_frames(trace: TaskTrace, tocs: TocMap) -> List[Finding]:
     """Rule (a) over one task's true backtrace."""
     findings = []
-    for frame in trace.frames:
+    returned = [trace.returned_frame] if trace.returned_frame is not None else []
+    for frame in trace.frames + returned:
         if frame.toc_slot is None or frame.image is None:
             continue
-        if frame.toc_restore:
+        cpu_r2 = trace.cpu_registers["r2"] if trace.cpu_registers is not None else None
+        if frame.index < 0:
+            if cpu_r2 != frame.toc_slot:
+                continue
+            how = ("(the callee frame 0 returned from last, still intact below it) returned "
+                   "through the TOC restore at {where} [{image}] and left the CPU on its slot,")
+        elif frame.toc_restore:
             how = "returns to {where} [{image}], a TOC restore,"
-        elif (frame.toc_restored_before_pc and trace.cpu_registers is not None
-              and trace.cpu_registers["r2"] == frame.toc_slot):
+        elif frame.toc_restored_before_pc and cpu_r2 == frame.toc_slot:
             # The CPU's r2 equals the slot its function restores r2 from:
             # the CPU is running on the TOC this frame carried.
             how = "stopped at {where} [{image}] with r2 restored from its slot,"

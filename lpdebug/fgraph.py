@@ -12,6 +12,7 @@ Entry points:
   for bad memory or a corrupt stack, it reports them in ``errors``.
 - :func:`ret_stack_entries` -- the entries only.
 - :func:`return_to_handler_address` -- the trampoline's address.
+- :func:`records_retp` -- whether entries record ``retp`` (powerpc 5.4+).
 - :func:`fgraph_ret_addr` with :class:`FgraphCursor` -- the kernel's
   ``ftrace_graph_ret_addr()`` over decoded entries.
 
@@ -41,11 +42,16 @@ import drgn
 from .kernel import fgraph_layout
 from .model import FgraphEntry
 
+# drgn refuses addresses it cannot translate (hash-MMU module memory without
+# lpdebug.hash_mmu) with NotImplementedError: as unreadable as a fault.
+_UNREADABLE = (drgn.FaultError, NotImplementedError)
+
 __all__ = (
     "FgraphCursor",
     "fgraph_layout",
     "fgraph_ret_addr",
     "read_ret_stack",
+    "records_retp",
     "ret_stack_entries",
     "return_to_handler_address",
 )
@@ -121,7 +127,7 @@ def _read_array(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,
         return []
     try:
         buf = prog.read(base, (top + 1) * layout.size)
-    except drgn.FaultError as e:
+    except _UNREADABLE as e:
         errors.append(f"ret_stack at {base:#x} unreadable: {e}")
         return []
     entries = []
@@ -135,7 +141,7 @@ def _read_array(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,
 def _shadow_stack_words(prog: drgn.Program) -> int:
     try:
         page_size = prog["PAGE_SIZE"].value_()
-    except (LookupError, drgn.FaultError):
+    except (LookupError, *_UNREADABLE):
         page_size = 65536  # the largest ppc64 page: only used as an upper bound
     return page_size // 8
 
@@ -155,7 +161,7 @@ def _read_offsets(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,
         return []
     try:
         buf = prog.read(base, top * 8)
-    except drgn.FaultError as e:
+    except _UNREADABLE as e:
         errors.append(f"ret_stack at {base:#x} unreadable: {e}")
         return []
     words = struct.unpack(fmt + str(top) + "Q", buf)
@@ -222,7 +228,7 @@ def read_ret_stack(task: drgn.Object) -> Tuple[List[FgraphEntry], List[str]]:
         return _read_offsets(task, base, layout, fmt, errors), errors
     except LookupError as e:
         errors.append(f"ret_stack cannot be decoded without debug info: {e}")
-    except drgn.FaultError as e:
+    except _UNREADABLE as e:
         errors.append(f"task {task.value_():#x} unreadable: {e}")
     return [], errors
 
@@ -248,7 +254,8 @@ class FgraphCursor:
 def fgraph_ret_addr(entries: List[FgraphEntry], ret: int, retp: Optional[int],
                     return_to_handler: Optional[int],
                     cursor: Optional[FgraphCursor] = None,
-                    has_retp: bool = True) -> Tuple[int, Optional[FgraphEntry]]:
+                    has_retp: bool = True,
+                    oldest_first: bool = False) -> Tuple[int, Optional[FgraphEntry]]:
     """
     The kernel's ``ftrace_graph_ret_addr(task, &idx, ret, retp)`` over decoded
     entries: the real return address behind ``ret`` when ``ret`` is
@@ -267,10 +274,18 @@ def fgraph_ret_addr(entries: List[FgraphEntry], ret: int, retp: Optional[int],
     and, for the livepatch stack's saved LR, the caller's: the order the
     physical stack returns in, so it is used for every layout.
 
+    ``oldest_first=True`` is the 6.1-6.10 kernel's own scan, to the letter:
+    the first entry from the oldest whose ``retp`` matches, cursor unused.
+
     Without ``retp`` (powerpc <= 5.3) the kernel takes the entries in order,
     newest first, one per ``return_to_handler`` met.
     """
     if return_to_handler is None or ret != return_to_handler:
+        return ret, None
+    if oldest_first and has_retp:
+        for entry in entries:
+            if entry.retp == retp:
+                return entry.ret, entry
         return ret, None
     if cursor is None:
         cursor = FgraphCursor()

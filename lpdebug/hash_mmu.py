@@ -26,13 +26,17 @@ runtime variables ``__pte_index_size``, ``__pmd_index_size``,
 ``__pud_index_size``, ``__pgd_index_size`` (one kernel image serves radix and
 hash, so they are variables), ``__kernel_virt_start``, ``__kernel_io_start``,
 ``__kernel_io_end``, ``vmemmap`` and the page size (vmcoreinfo ``PAGESIZE``).
-These variables exist since the radix/hash split of the Book3S-64 page tables
-(Linux 4.7); older kernels, whose hash PTE format was different, are refused
-with a clear error.
+These variables came with the radix/hash split of the Book3S-64 page tables
+(around Linux 4.7, not tried on such an old kernel); a kernel without them,
+whose hash PTE format was different, is refused with a clear error.
 
-Page-table entry format (checked in the 6.1 and 6.12 sources, identical there;
-``arch/powerpc/include/asm/book3s/64/{pgtable,hash,hash-4k,hash-64k}.h``,
-``arch/powerpc/mm/book3s64/hash_utils.c``):
+Page-table entry format and geometry (read in the 6.1 and 6.12 sources, where
+they are identical: ``arch/powerpc/include/asm/book3s/64/{pgtable,hash,
+hash-4k,hash-64k,pgalloc}.h``, ``arch/powerpc/include/asm/page.h``,
+``arch/powerpc/mm/book3s64/hash_utils.c`` (``hash__early_init_mmu`` sets the
+runtime variables), ``arch/powerpc/mm/init_64.c`` (vmemmap_list); and checked
+on real 6.12 4K, 6.12 64K and 6.1 4K hash-MMU guests against the kernel's
+own ``vm_struct->pages``):
 
 * every entry is a ``__be64``: big-endian in memory, also on ppc64le;
 * ``_PAGE_PRESENT`` = bit 63, ``_PAGE_PTE`` = bit 62 (a leaf at any level),
@@ -52,7 +56,7 @@ Page-table entry format (checked in the 6.1 and 6.12 sources, identical there;
   ``pmd_leaf_size()``/``pud_leaf_size()`` say 16M and 16G (a 16M page is held
   by several contiguous PMD entries); the offset is taken within that size.
 
-Left out (the kernel's own vmalloc/module mappings never use them on hash):
+Left out (none of it is used by the kernel's vmalloc/module mappings on hash):
 
 * hugepd directory entries (hugetlb pages on hash 4K up to 6.11; only in user
   page tables): a directory entry with any of the low 6 bits set is refused
@@ -61,7 +65,17 @@ Left out (the kernel's own vmalloc/module mappings never use them on hash):
   ``remap_4k_pfn`` for user mappings): refused with an error;
 * mappings the kernel bolts into the hash page table without a Linux PTE
   (early ``ioremap`` before the slab allocator is up): reported as not mapped;
-* pre-4.7 Book3S-64 kernels (different PTE format): refused.
+* kernels without ``__pte_index_size`` (pre-4.7, different PTE format): refused;
+Also:
+
+* on a live target the vmemmap block list is read once (memory hotplug after
+  that is not followed); page tables are re-read on every access there;
+* drgn's own helpers that need its direct-mapping offset (``virt_to_phys``,
+  ``virt_to_page``, ``follow_page``) still fail on hash; use ``translate()``.
+
+Order of use: load vmlinux's debug info, call ``add_hash_mmu_segments``, then
+load the modules' debug info (drgn finds loaded modules by reading
+``struct module``, which lives in vmalloc space).
 """
 
 from __future__ import annotations

@@ -44,6 +44,10 @@ import drgn
 from .kernel import thread_info_in_task
 from .model import LivepatchStack, LivepatchStackEntry
 
+# drgn refuses addresses it cannot translate (hash-MMU module memory without
+# lpdebug.hash_mmu) with NotImplementedError: as unreadable as a fault.
+_UNREADABLE = (drgn.FaultError, NotImplementedError)
+
 __all__ = ("STACK_END_MAGIC", "ENTRY_SIZE", "livepatch_stack", "thread_size")
 
 STACK_END_MAGIC = 0x57AC6E9D
@@ -103,7 +107,7 @@ def livepatch_stack(task: drgn.Object, *, sp: Optional[int] = None) -> Optional[
         result.base = _empty_stack_base(task, stack)
         result.sp = _thread_info(task).livepatch_sp.value_()
         result.task_sp = sp if sp is not None else task.thread.ksp.value_()
-    except drgn.FaultError as e:
+    except _UNREADABLE as e:
         result.errors.append(f"task {task.value_():#x}: livepatch_sp unreadable: {e}")
         return result
     except LookupError as e:
@@ -116,7 +120,7 @@ def livepatch_stack(task: drgn.Object, *, sp: Optional[int] = None) -> Optional[
 
     try:
         buf = prog.read(result.base, result.sp - result.base)
-    except drgn.FaultError as e:
+    except _UNREADABLE as e:
         result.errors.append(f"livepatch stack at {result.base:#x} unreadable: {e}")
         return result
     little = bool(prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)

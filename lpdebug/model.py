@@ -186,7 +186,7 @@ class LivepatchStack:
     stack_start: Optional[int] = None  # the task's stack area [stack_start, stack_end)
     stack_end: Optional[int] = None
     task_sp: Optional[int] = None  # the task's kernel SP the livepatch stack must stay below
-    bounds_error: Optional[str] = None  # why livepatch_sp is out of bounds; entries are then not read
+    bounds_error: Optional[str] = None  # why livepatch_sp is out of bounds (entries then unread)
 
 
 # --- backtraces -------------------------------------------------------------
@@ -200,7 +200,7 @@ class Frame:
     symbol: Optional[str]
     offset: Optional[int]
     module: Optional[str]  # None for vmlinux
-    source: str  # "unwound", "fgraph" or "livepatch"
+    source: str  # "unwound", "fgraph", "livepatch"; "returned" in TaskTrace.returned_frame
     raw_pc: int  # what the unwinder saw (return_to_handler, livepatch_handler+N, ...)
     toc_restore: bool = False  # the instruction at pc is the TOC restore
     toc_slot: Optional[int] = None  # value of the frame's TOC save slot, where read
@@ -208,7 +208,7 @@ class Frame:
     fgraph_entry: Optional[int] = None  # address of the ret_stack entry that gave pc
     livepatch_entry: Optional[int] = None  # index in livepatch_stack.entries that gave pc
     image: Optional[str] = None  # module name or "vmlinux" holding pc; None when neither
-    toc_slot_address: Optional[int] = None  # sp + 24 (ELFv2) / + 40 (ELFv1), where toc_slot was read
+    toc_slot_address: Optional[int] = None  # sp + 24 (ELFv2) / sp + 40 (ELFv1): toc_slot's address
     # interrupted frame only: its function restores r2 from the slot somewhere before pc
     toc_restored_before_pc: bool = False
 
@@ -231,6 +231,9 @@ class TaskTrace:
     crashed: bool = False  # its CPU is the one that crashed (panicked)
     cpu_image: Optional[str] = None  # module name or "vmlinux" holding the CPU's nip
     cpu_exempt: Optional[str] = None  # why the code at nip may run with another image's r2
+    # The function the CPU returned from last (its frame lies just below frame 0's SP, back
+    # chain intact): index -1, pc = the return address into it that its own frame holds.
+    returned_frame: Optional[Frame] = None
 
 
 # --- findings ---------------------------------------------------------------
@@ -248,7 +251,7 @@ class Finding:
     actual_toc: Optional[int]
     actual_module: Optional[str]
     message: str
-    slot: Optional[int] = None  # address of the word holding actual_toc (stack slot, livepatch entry)
+    slot: Optional[int] = None  # address of the word holding actual_toc (stack or livepatch entry)
 
 
 # --- the whole report -------------------------------------------------------

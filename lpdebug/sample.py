@@ -109,7 +109,14 @@ def _materialize(fixture_dir: str, entry: Dict[str, Any]) -> str:
     if os.path.isfile(dest) and os.path.getsize(dest) == entry["size"]:
         return dest
     blob = os.path.join(fixture_dir, entry["blob"])
-    os.makedirs(dest_dir, exist_ok=True)
+    try:
+        os.makedirs(dest_dir, exist_ok=True)
+    except OSError:  # no writable home: a per-user directory under the temporary directory
+        dest_dir = os.path.join(tempfile.gettempdir(), f"lpdebug-{os.getuid()}", "fixtures", digest[:24])
+        dest = os.path.join(dest_dir, entry["name"])
+        if os.path.isfile(dest) and os.path.getsize(dest) == entry["size"]:
+            return dest
+        os.makedirs(dest_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".tmp-")
     h = hashlib.sha256()
     try:

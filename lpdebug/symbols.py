@@ -154,25 +154,35 @@ class Symbolizer:
         self._region_starts = [r[0] for r in self._regions]
         self._vmlinux = _vmlinux_range(prog)
 
-        best: Dict[int, Tuple[tuple, drgn.Symbol]] = {}
-        for order, sym in enumerate(raw):
-            if sym.kind in _IGNORED_KINDS or not sym.name or sym.name[0] == "$":
+        # Aliases are rare: rank candidates only where an address repeats.
+        best: Dict[int, drgn.Symbol] = {}
+        aliases: Dict[int, List[drgn.Symbol]] = {}
+        for sym in raw:
+            name = sym.name
+            if not name or name[0] == "$":
                 continue
             addr = sym.address
-            if addr == 0:
+            if not addr:
                 continue
+            other = best.get(addr)
+            if other is None:
+                best[addr] = sym
+            else:
+                aliases.setdefault(addr, [other]).append(sym)
+        for addr, candidates in aliases.items():
+            candidates = [c for c in candidates if c.kind not in _IGNORED_KINDS] or candidates
             region = self._region_of(addr)
             if region is not None and region[2] is not None:
                 # Module kallsyms (find_kallsyms_symbol) keeps the first symbol
                 # of the module's symtab, where local symbols come first.
-                rank: tuple = (0 if sym.binding == drgn.SymbolBinding.LOCAL else 1, order)
+                best[addr] = min(
+                    enumerate(candidates),
+                    key=lambda ic: (ic[1].binding != drgn.SymbolBinding.LOCAL, ic[0]),
+                )[1]
             else:
-                rank = _alias_rank(sym)
-            other = best.get(addr)
-            if other is None or rank < other[0]:
-                best[addr] = (rank, sym)
+                best[addr] = min(candidates, key=_alias_rank)
         self._addrs: List[int] = sorted(best)
-        self._syms: List[drgn.Symbol] = [best[a][1] for a in self._addrs]
+        self._syms: List[drgn.Symbol] = [best[a] for a in self._addrs]
 
     # -- regions --------------------------------------------------------------
 

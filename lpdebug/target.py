@@ -161,27 +161,72 @@ def load_debug_info(
     are returned (and kept in :func:`target_warnings`).
     """
     files = debug_info_files(paths)
-    for path in files:
-        if _is_vmlinux(path):
-            check_build_id(prog, path)
+    vmlinux_files = [path for path in files if _is_vmlinux(path)]
+    module_files = [path for path in files if path not in vmlinux_files]
+    for path in vmlinux_files:
+        check_build_id(prog, path)
     warnings: List[str] = []
+    # vmlinux first: on a hash-MMU kernel drgn can only find the loaded
+    # modules (struct module lives in vmalloc space) once the hash-MMU
+    # segments, which need vmlinux's types, are in place.
+    _load(prog, vmlinux_files, default=False, main=bool(vmlinux_files) or default, warnings=warnings)
+    _forget_cached_facts(prog)
+    if not kernel.has_type(prog, "struct task_struct"):
+        if default and not vmlinux_files:
+            _load(prog, [], default=True, main=True, warnings=warnings)
+            _forget_cached_facts(prog)
+        if not kernel.has_type(prog, "struct task_struct"):
+            bid = _target_build_id(prog)
+            raise DebugInfoError(
+                "no debug info for the target's vmlinux"
+                + (f" (build ID {bid})" if bid else "")
+                + ": give the matching vmlinux (a file or a directory that holds it)"
+            )
+    _add_hash_mmu_segments(prog, warnings)
+    if module_files or default:
+        _load(prog, module_files, default=default, main=False, warnings=warnings)
+        _forget_cached_facts(prog)
+    warnings.extend(_unmatched_module_files(prog, module_files))
+    target_warnings(prog).extend(warnings)
+    return warnings
+
+
+def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool, warnings: List[str]) -> None:
     try:
-        prog.load_debug_info(files, default=default, main=bool(files) or default)
+        prog.load_debug_info(files, default=default, main=main)
     except drgn.MissingDebugInfoError as e:
         warnings.append(f"missing debug info: {e}")
     except (ValueError, OSError) as e:
         raise DebugInfoError(f"could not load debug info: {e}") from e
-    _forget_cached_facts(prog)
-    if not kernel.has_type(prog, "struct task_struct"):
-        bid = _target_build_id(prog)
-        raise DebugInfoError(
-            "no debug info for the target's vmlinux"
-            + (f" (build ID {bid})" if bid else "")
-            + ": give the matching vmlinux (a file or a directory that holds it)"
-        )
-    _add_hash_mmu_segments(prog, warnings)
-    target_warnings(prog).extend(warnings)
-    return warnings
+
+
+def _module_name_of_file(path: str) -> str:
+    name = os.path.basename(path)
+    for suffix in (".debug", ".ko"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name.replace("-", "_")
+
+
+def _unmatched_module_files(prog: drgn.Program, module_files: List[str]) -> List[str]:
+    """Warnings for module files whose debug info did not attach to a loaded module."""
+    if not module_files:
+        return []
+    with_debug_info = set()
+    try:
+        for module in prog.modules():
+            if isinstance(module, drgn.RelocatableModule) and (
+                module.debug_file_status == drgn.ModuleFileStatus.HAVE
+            ):
+                with_debug_info.add(module.name)
+    except (ValueError, drgn.FaultError):
+        return []
+    return [
+        f"{path}: not used (module {_module_name_of_file(path)} is not loaded in the target,"
+        " or its loaded modules could not be listed)"
+        for path in module_files
+        if _module_name_of_file(path) not in with_debug_info
+    ]
 
 
 def _add_hash_mmu_segments(prog: drgn.Program, warnings: List[str]) -> None:

@@ -43,7 +43,11 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import drgn
 
-from .kernel import elf_abi, has_member
+from .kernel import elf_abi, has_member, is_ppc64
+
+# drgn refuses addresses it cannot translate (hash-MMU module memory without
+# lpdebug.hash_mmu) with NotImplementedError: as unreadable as a fault.
+_UNREADABLE = (drgn.FaultError, NotImplementedError)
 
 __all__ = (
     "VMLINUX",
@@ -75,7 +79,8 @@ MAX_PROLOGUES = 64
 class ModuleToc:
     module: str  # module name, or VMLINUX
     toc: Optional[int]
-    source: Optional[str]  # where toc came from: "arch.toc", ".toc", ".stubs", "paca", ".TOC.", "__toc_start"
+    # where toc came from: "arch.toc", ".toc", ".stubs", "paca", ".TOC.", "__toc_start"
+    source: Optional[str]
     reason: Optional[str] = None  # why toc is None
     section_address: Optional[int] = None  # of the section the TOC derives from
     prologue_toc: Optional[int] = None  # from the first function with a TOC prologue
@@ -168,7 +173,8 @@ def module_toc(mod: drgn.Object) -> ModuleToc:
                          reason="the kernel is built PC-relative: modules have no TOC")
     if not has_member(prog, "struct module", "sect_attrs"):
         return ModuleToc(name, None, None,
-                         reason="the kernel has no module section attributes (needs KALLSYMS and SYSFS)")
+                         reason="the kernel has no module section attributes "
+                                "(needs KALLSYMS and SYSFS)")
     sections = dict(module_sections(mod))
     for section in (".toc", ".stubs"):
         if section in sections:
@@ -189,7 +195,7 @@ def vmlinux_toc(prog: drgn.Program) -> ModuleToc:
     for getter in (lambda: prog["paca_ptrs"][0].kernel_toc, lambda: prog["paca"][0].kernel_toc):
         try:
             return ModuleToc(VMLINUX, getter().value_(), "paca")
-        except (LookupError, drgn.FaultError, TypeError) as e:
+        except (LookupError, *_UNREADABLE, TypeError) as e:
             errors.append(str(e))
     for symbol, bias, source in ((".TOC.", 0, ".TOC."), ("__toc_start", TOC_BIAS, "__toc_start")):
         try:
@@ -218,7 +224,7 @@ def _module_functions(mod: drgn.Object) -> Iterator[Tuple[str, int]]:
             continue
         try:
             fname = prog.read_c_string(strtab + st_name, max_size=256).decode(errors="replace")
-        except drgn.FaultError:
+        except _UNREADABLE:
             fname = f"{st_value:#x}"
         yield fname, st_value
 
@@ -230,7 +236,7 @@ def _cross_check(prog: drgn.Program, entry: ModuleToc,
             break
         try:
             value = prologue_toc(prog, gep)
-        except drgn.FaultError:
+        except _UNREADABLE:
             continue
         if value is None:
             continue
@@ -261,6 +267,9 @@ def module_tocs(prog: drgn.Program, *, cross_check: bool = True) -> TocMap:
     from drgn.helpers.linux.module import for_each_module
 
     result = TocMap()
+    if not is_ppc64(prog):
+        result.errors.append("the target is not ppc64: it has no TOCs")
+        return result
     check = cross_check and elf_abi(prog) == 2
     entry = vmlinux_toc(prog)
     result.tocs[VMLINUX] = entry
@@ -268,13 +277,13 @@ def module_tocs(prog: drgn.Program, *, cross_check: bool = True) -> TocMap:
         _cross_check(prog, entry, _vmlinux_functions(prog))
     try:
         modules = list(for_each_module(prog))
-    except (LookupError, drgn.FaultError) as e:
+    except (LookupError, *_UNREADABLE) as e:
         result.errors.append(f"module list unreadable: {e}")
         modules = []
     for mod in modules:
         try:
             entry = module_toc(mod)
-        except (LookupError, drgn.FaultError) as e:
+        except (LookupError, *_UNREADABLE) as e:
             result.errors.append(f"module at {mod.value_():#x}: TOC unreadable: {e}")
             continue
         result.tocs[entry.module] = entry
@@ -283,6 +292,6 @@ def module_tocs(prog: drgn.Program, *, cross_check: bool = True) -> TocMap:
             continue
         try:
             _cross_check(prog, entry, _module_functions(mod))
-        except (LookupError, drgn.FaultError) as e:
+        except (LookupError, *_UNREADABLE) as e:
             entry.prologue_note = f"module symbols unreadable: {e}"
     return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from lpdebug.backtrace import frame_at, resolve_return_addresses
+from lpdebug.backtrace import cpu_exemption, frame_at, resolve_return_addresses
 from lpdebug.model import FgraphEntry, LivepatchStackEntry
 from synthetic import ARENA_BASE, FAULT_ADDRESS, MockKernel
 
@@ -121,3 +121,41 @@ def test_synthetic_faulting_reads_become_errors():
     errors = []
     frame = frame_at(mk.prog, 2, text + 0x20, FAULT_ADDRESS, errors=errors)
     assert frame.toc_restore and frame.toc_slot is None and "TOC save slot" in errors[0]
+
+
+def _exemption_kernel():
+    mk = MockKernel()
+    text = mk.alloc(0x400, align=0x100)
+    mk.symbol("_stext", text, 0)
+    mk.symbol("_text", text, 0)
+    mk.symbol("__end_soft_masked", text + 0x100, 0)
+    mk.symbol("ftrace_caller", text + 0x100, 0x40)
+    mk.symbol("with_toc", text + 0x200, 0x40)
+    mk.write_int(text + 0x200, 0x3C4C0001, 4)  # addis r2,r12,1
+    mk.write_int(text + 0x204, 0x38428000, 4)  # addi r2,r2,-0x8000
+    mk.write_int(text + 0x210, 0xE8410018, 4)  # ld r2,24(r1)
+    mk.write_int(text + 0x214, 0x60000000, 4)
+    mk.symbol("without_toc", text + 0x300, 0x40)
+    mk.write_int(text + 0x300, 0x7C0802A6, 4)  # mflr r0
+    mk.symbol("_end", text + 0x400, 0)
+    return mk, text
+
+
+@pytest.mark.parametrize("offset, msr, reason", [
+    (0x214, 1 << 14, "user mode"),
+    (0x040, 0, "exception entry/exit"),
+    (0x120, 0, "trampoline ftrace_caller"),
+    (0x200, 0, "global-entry prologue"),
+    (0x204, 0, "global-entry prologue"),
+    (0x210, 0, "at a TOC restore"),
+    (0x308, 0, "without_toc has no TOC prologue"),
+    (0x208, 0, None),
+    (0x214, 0, None),
+])
+def test_synthetic_crashed_cpu_exemptions(offset, msr, reason):
+    mk, text = _exemption_kernel()
+    got = cpu_exemption(mk.prog, text + offset, msr)
+    if reason is None:
+        assert got is None
+    else:
+        assert got is not None and reason in got

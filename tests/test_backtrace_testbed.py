@@ -13,8 +13,11 @@ captures (see :func:`oracle_frames`):
 - ``again``: the task ran, then slept again at the same point. ``stack``
   aligns with ``stack.nofgraph`` where each ``return_to_handler`` line
   stands for one nofgraph line or for a scheduler function (hooked, it is
-  no longer in the __sched range the kernel filters), and the dump's raw
-  frames, printed the kernel's way, still equal ``stack``.
+  no longer in the __sched range the kernel filters).
+
+Either way the dump's raw frames, printed the kernel's way, must still equal
+``stack``: a task may have moved between the capture and the dump (the
+toc-crash thread does: it crashes after the captures).
 
 Tasks that moved (a capture disagrees), or that started after the captures,
 are not compared; the test prints how many and why.
@@ -134,7 +137,8 @@ def aligns(nofgraph: List[Entry], with_fgraph: List[Entry]) -> bool:
             elif _hooked(with_fgraph[j]):
                 memo[i, j] = (i < len(nofgraph) and go(i + 1, j + 1)) or go(i, j + 1)
             else:
-                memo[i, j] = i < len(nofgraph) and nofgraph[i] == with_fgraph[j] and go(i + 1, j + 1)
+                memo[i, j] = (i < len(nofgraph) and nofgraph[i] == with_fgraph[j]
+                              and go(i + 1, j + 1))
         return memo[i, j]
 
     return go(0, 0)
@@ -211,13 +215,13 @@ def oracle_frames(name: str, trace) -> Tuple[Optional[List[Entry]], str]:
         return None, "raw addresses in the capture"
     if same_point(nofgraph, with_fgraph):
         kind = "still"
-    else:
-        shown = [(RTH, 0, None) if _hooked(e) else e for e in with_fgraph[1:]]
-        if not aligns(nofgraph[1:], with_fgraph[1:]):
-            return None, "slept elsewhere with function_graph on"
-        if _kernel_view_of_raw_frames(name, trace) != shown:
-            return None, "moved after the function_graph capture"
+    elif aligns(nofgraph[1:], with_fgraph[1:]):
         kind = "again"
+    else:
+        return None, "slept elsewhere with function_graph on"
+    shown = [(RTH, 0, None) if _hooked(e) else e for e in with_fgraph[1:]]
+    if _kernel_view_of_raw_frames(name, trace) != shown:
+        return None, "moved after the function_graph capture"
     prog = program(name)
     entries = nofgraph[1:]
     lrs = iter(raw_livepatch_lrs(prog, pid)) if any(
@@ -301,11 +305,11 @@ def test_true_backtraces_equal_the_kernels_view(name):
     assert not result["differences"], "\n".join(result["differences"])
 
 
-@pytest.mark.parametrize("name", ["settled", "settled-6.1", "settled-64k"])
+@pytest.mark.parametrize("name", ["settled", "settled-6.1", "settled-64k", "nolivepatch"])
 def test_fgraph_frames_resolved_by_retp(name):
     """Every return_to_handler in the stacks is resolved, by the entry whose
     retp is the frame's own SP (the 6.12 word-offset layout, the 6.1 array,
-    64K pages)."""
+    64K pages, Debian's own 6.1 kernel)."""
     prog = program(name)
     from lpdebug.fgraph import return_to_handler_address
 
@@ -334,4 +338,68 @@ def test_livepatch_frames_restore_the_hidden_caller_on_settled():
     assert len(frames) == len(trace.livepatch_stack.entries) == 1
     frame = frames[0]
     assert frame.symbol == "lpd_lp_thread" and frame.module == "lpd_victim"
-    assert program("settled").symbol(frame.raw_pc).name == "livepatch_handler"
+    # The address the unwinder found is livepatch_handler's, or return_to_handler
+    # standing for it when the graph tracer hooked the replacement's return.
+    hidden = frame.raw_pc
+    if frame.fgraph_entry is not None:
+        hidden = next(e.ret for e in trace.ret_stack if e.address == frame.fgraph_entry)
+    assert program("settled").symbol(hidden).name == "livepatch_handler"
+
+
+
+def _klp_old_and_new(prog) -> List[Tuple[int, int]]:
+    """(old_func, new_func) of every klp_func, read with drgn's list helpers."""
+    from drgn.helpers.linux.list import list_for_each_entry
+
+    pairs = []
+    for patch in list_for_each_entry("struct klp_patch", prog["klp_patches"].address_of_(), "list"):
+        for obj in list_for_each_entry("struct klp_object", patch.obj_list.address_of_(), "node"):
+            for func in list_for_each_entry("struct klp_func", obj.func_list.address_of_(), "node"):
+                pairs.append((func.old_func.value_(), func.new_func.value_()))
+    return pairs
+
+
+def _called_from(prog, return_address: int) -> Optional[int]:
+    """What the ``bl`` just before ``return_address`` calls: the function
+    itself, or the target a module stub jumps to."""
+    insn = prog.read_u32(return_address - 4)
+    if insn & 0xFC000003 != 0x48000001:
+        return None
+    offset = insn & 0x03FFFFFC
+    if offset & 0x02000000:
+        offset -= 0x04000000
+    target = return_address - 4 + offset
+    if prog.read_u32(target + 28) == 0x73747562:  # STUB_MAGIC: a module stub
+        return prog.read_u64(target + 32)
+    return target
+
+
+@pytest.mark.parametrize("name", ["settled", "stuck", "stacked", "toc-corrupt", "toc-crash",
+                                  "settled-6.1", "settled-64k"])
+def test_livepatch_callers_call_the_patched_function(name):
+    """
+    Every caller restored from the livepatch stack returns right after a call
+    of the patched (old) function: the instruction before its true return
+    address is a ``bl`` to the old function's global or local entry (a call
+    inside its module), or to a module stub whose target is the old function
+    (a call from another module). The old functions are read from the
+    kernel's klp_funcs with drgn's list helpers; nothing of the walk that
+    found the caller is reused.
+    """
+    prog = program(name)
+    pairs = _klp_old_and_new(prog)
+    checked = 0
+    for trace in traces(name):
+        for frame in trace.frames:
+            if frame.source != "livepatch":
+                continue
+            callee = trace.frames[frame.index - 1]
+            olds = {old for old, new in pairs
+                    if prog.symbol(new).address == prog.symbol(callee.pc).address}
+            assert olds, f"pid {trace.pid}: frame {frame.index - 1} runs no replacement"
+            called = _called_from(prog, frame.pc)
+            assert called in olds | {old + 8 for old in olds}, (
+                f"pid {trace.pid} frame {frame.index}: {frame.symbol}+{frame.offset:#x} "
+                f"follows a call of {called and hex(called)}, not of {sorted(map(hex, olds))}")
+            checked += 1
+    assert checked > 0, f"{name}: no caller was restored from a livepatch stack"

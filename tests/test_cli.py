@@ -77,7 +77,7 @@ def test_each_command_has_help_with_examples(command):
 @pytest.mark.parametrize("args, fragment", [
     ([], "required: COMMAND"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["triage"], "one of the arguments -c/--core -k/--kernel --qemu is required"),
+    (["triage"], "one of the arguments -c/--core -k/--kernel --qemu --sample is required"),
     (["triage", "-c", "x", "-k"], "not allowed with argument"),
     (["triage", "-c", "x", "--bogus"], "unrecognized arguments: --bogus"),
     (["bt", "-c", "x"], "required: PID|0xTASK"),
@@ -242,7 +242,8 @@ def test_bt_shows_the_caller_livepatch_handler_hid():
     wanted = [fn for fn in kernel_view if fn != "livepatch_handler"]
     it = iter(shown)
     assert all(fn in it for fn in wanted), (wanted, shown)
-    caller = re.search(r"^#\d+\s+\S+\s+(\S+) \[lpd_victim\]\s+\S+\s+livepatch\s+livepatch_handler",
+    # the caller's row comes from the livepatch stack
+    caller = re.search(r"^#\d+\s+\S+\s+lpd_lp_thread\+\S+ \[lpd_victim\]\s+\S+\s+livepatch\b",
                        proc.stdout, re.M)
     assert caller, proc.stdout
 
@@ -329,3 +330,15 @@ def test_readme_examples_are_what_lpdebug_prints(command):
     proc = run_cli(command, "--sample", "49")
     assert proc.returncode == 0, proc.stderr
     assert block.strip() in proc.stdout, "README.md's example is not lpdebug's output any more"
+
+
+def test_too_old_drgn_exits_2_with_one_line(monkeypatch, capsys):
+    import drgn
+
+    from lpdebug.commands import cli
+
+    monkeypatch.setattr(drgn, "__version__", "0.0.27")
+    assert cli.run(["triage", "--sample"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("lpdebug: error: lpdebug needs drgn 0.3.0 or later, "
+                   "but drgn 0.0.27 is installed\n")

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -140,7 +141,7 @@ def test_repl_session():
     pid = scenario("settled")["lpd_pids"]["lpd_lp_victim"]
     out = drgn_repl("settled", [f"%lpbt {pid}", "%lpstacks --help", "%lpbt 999999", "%help"])
     # the caller livepatch_handler hid, restored from the livepatch stack
-    assert "lpd_lp_thread+" in out and "livepatch_handler+0x30" in out
+    assert re.search(r"lpd_lp_thread\+\S+ \[lpd_victim\]\s+\S+\s+livepatch\b", out), out
     assert "usage: lpstacks [-h] PID|0xTASK" in out and "%lpstacks 42" in out
     assert "drgn: error: lpbt: no task with PID 999999" in out
     for name in LP_COMMANDS:

@@ -228,3 +228,12 @@ def test_synthetic_ret_addr_without_retp_takes_entries_in_order():
     assert fgraph_ret_addr(entries, RTH, 0x5, RTH, cursor, has_retp=False)[0] == 0xB
     assert fgraph_ret_addr(entries, RTH, 0x6, RTH, cursor, has_retp=False)[0] == 0xA
     assert fgraph_ret_addr(entries, RTH, 0x7, RTH, cursor, has_retp=False) == (RTH, None)
+
+
+def test_synthetic_ret_addr_oldest_first_is_the_6_1_kernels_scan():
+    lph = 0xC00000000003C384
+    entries = _entries((0xA0A0, 0x1000), (lph, 0x1000), (0xC0C0, 0x0F00))
+    # The <= 6.10 kernel returns the oldest match, skipping livepatch_handler's.
+    assert fgraph_ret_addr(entries, RTH, 0x1000, RTH, oldest_first=True)[0] == 0xA0A0
+    assert fgraph_ret_addr(entries, RTH, 0x1000, RTH)[0] == lph
+    assert fgraph_ret_addr(entries, RTH, 0x2000, RTH, oldest_first=True) == (RTH, None)

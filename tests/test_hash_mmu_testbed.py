@@ -3,8 +3,10 @@
 * ``settled`` (radix): the walker, fed the radix geometry from the runtime
   variables, reads every module region byte for byte as drgn's own radix
   translation does (a check of the entry format on real tables).
-* ``settled-hash`` (6.12, 4K pages, ``disable_radix``) and ``settled-64k-hash``
-  (6.12, 64K pages, ``disable_radix``): with the segments, drgn finds the loaded
+* ``settled-hash`` (6.12, 4K pages, ``disable_radix``), ``settled-64k-hash``
+  (6.12, 64K pages) and ``settled-6.1-hash`` (6.1, 4K pages, no
+  ``NUMBER(RADIX_MMU)`` in vmcoreinfo), each the hash-MMU twin of the radix
+  scenario without the suffix: with the segments, drgn finds the loaded
   modules, module text and read-only data equal the .ko's bytes (apart from
   relocated words), the livepatch objects give the same facts as on the radix
   run of the same scenario and as /sys/kernel/livepatch, and an unmapped page
@@ -34,6 +36,8 @@ pytestmark = pytest.mark.testbed
 HASH_SCENARIOS = [
     pytest.param("settled-hash", "settled", hash_mmu.HASH_4K, id="settled-hash"),
     pytest.param("settled-64k-hash", "settled-64k", hash_mmu.HASH_64K, id="settled-64k-hash"),
+    # 6.1: no NUMBER(RADIX_MMU) in vmcoreinfo, the MMU comes from cur_cpu_spec
+    pytest.param("settled-6.1-hash", "settled-6.1", hash_mmu.HASH_4K, id="settled-6.1-hash"),
 ]
 
 _progs = {}
@@ -59,6 +63,21 @@ def modules(prog):
     return {m.name.string_().decode(): m
             for m in list_for_each_entry("struct module", prog["modules"].address_of_(),
                                          "list")}
+
+
+def module_areas(mod):
+    """(base, size) of each memory area of a module: ``mod->mem[]`` (6.4+),
+    else ``core_layout``/``init_layout``/``data_layout``."""
+    try:
+        mems = list(mod.mem)
+    except AttributeError:
+        mems = []
+        for name in ("core_layout", "init_layout", "data_layout"):
+            try:
+                mems.append(getattr(mod, name))
+            except AttributeError:
+                pass
+    return [(m.base.value_(), m.size.value_()) for m in mems if m.size.value_()]
 
 
 def module_sections(mod):
@@ -136,11 +155,9 @@ def test_radix_walker_matches_drgn():
     assert walker.geometry == hash_mmu.RADIX_4K  # runtime variables of a radix kernel
     checked = 0
     for name, mod in modules(prog).items():
-        for mem in mod.mem:
-            base, size = mem.base.value_(), mem.size.value_()
-            if size:
-                assert walker.read(base, size) == prog.read(base, size), (name, hex(base))
-                checked += size
+        for base, size in module_areas(mod):
+            assert walker.read(base, size) == prog.read(base, size), (name, hex(base))
+            checked += size
         for p in list_for_each_entry("struct klp_patch", prog["klp_patches"].address_of_(),
                                      "list"):
             assert walker.read(p.value_(), 64) == prog.read(p.value_(), 64)
@@ -187,6 +204,9 @@ def test_hash_walker_matches_vm_struct_pages(hash_name, radix_name, geometry):
 def test_hash_detected_and_geometry(hash_name, radix_name, geometry):
     prog, hm, s = open_scenario(hash_name)
     assert hash_mmu.mmu_type(prog) == "hash"
+    radix_number = hash_mmu._vmcoreinfo(prog).get("NUMBER(RADIX_MMU)")
+    assert radix_number in (None, "0")
+    assert prog["cur_cpu_spec"].mmu_features.value_() & hash_mmu.MMU_FTR_TYPE_RADIX == 0
     assert hm is not None
     assert hash_mmu.add_hash_mmu_segments(prog) is hm
     # the runtime variables agree with the compile-time H_ values of the source
@@ -204,7 +224,7 @@ def test_hash_modules_found_and_text_matches_ko(hash_name, radix_name, geometry)
     assert set(kos) <= set(mods), "loaded modules not found through the hash segments"
     for name, path in kos.items():
         mod = mods[name]
-        assert hm.vmalloc[0] <= mod.mem[0].base.value_() < hm.vmalloc[1]
+        assert all(hm.vmalloc[0] <= base < hm.vmalloc[1] for base, _ in module_areas(mod))
         secs = module_sections(mod)
         with open(path, "rb") as f:
             elf = ELFFile(f)
@@ -220,9 +240,8 @@ def test_hash_modules_found_and_text_matches_ko(hash_name, radix_name, geometry)
                 assert not bad, (name, secname, bad[:8])
                 assert len(skip) < len(want) // 4 or len(want) < 64
         # the module's memory (text and data) is mapped throughout
-        for mem in mod.mem:
-            if mem.size.value_():
-                prog.read(mem.base.value_(), mem.size.value_())
+        for base, size in module_areas(mod):
+            prog.read(base, size)
 
 
 @pytest.mark.parametrize("hash_name,radix_name,geometry", HASH_SCENARIOS)
@@ -250,11 +269,8 @@ def test_hash_unmapped_page_names_address(hash_name, radix_name, geometry):
     # the guard page after each module memory area is in the vmalloc region
     # but not mapped
     for mod in modules(prog).values():
-        for mem in mod.mem:
-            size = mem.size.value_()
-            if not size:
-                continue
-            guard = mem.base.value_() + ((size + ps - 1) & ~(ps - 1))
+        for base, size in module_areas(mod):
+            guard = base + ((size + ps - 1) & ~(ps - 1))
             try:
                 hm.walker.translate(guard)
             except FaultError as e:

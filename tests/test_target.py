@@ -42,6 +42,15 @@ def test_open_vmcore_with_a_directory(tmp_path):
 
 
 @pytest.mark.testbed
+def test_module_file_of_an_unloaded_module_is_a_warning():
+    s = scenario(SCENARIO)
+    stuck_ko = next(k for k in scenario("stuck")["modules"] if os.path.basename(k) == "lpd_stuck.ko")
+    prog = target.open_vmcore(s["vmcore"], [s["vmlinux"], *s["modules"], stuck_ko], default_debug_info=False)
+    warnings = target.target_warnings(prog)
+    assert len(warnings) == 1 and "lpd_stuck.ko" in warnings[0] and "not loaded" in warnings[0]
+
+
+@pytest.mark.testbed
 def test_build_id_mismatch_names_both_ids():
     s = scenario(SCENARIO)
     other = shutil.which("true")  # any ELF executable with another build ID
@@ -171,7 +180,8 @@ def test_open_qemu_from_socket_and_vmlinux_only(name, tmp_path):
         assert info.mmu == s["mmu"] and info.page_size == s["page_size"]
         state = livepatch.livepatch_state(prog)
         assert state.errors == []
-        assert our_view(state) == sysfs_view(s["truth"])
+        truth_view = sysfs_view(s["truth"])
+        assert our_view(state, truth_view) == truth_view
         # The guest repeats the scenario, so tracefs agrees line for line as well.
         truth = parse_tracefs(os.path.join(s["truth"], "enabled_functions"))
         assert dict(as_lines(ftrace.ftrace_records(prog), "ENABLED", ftrace.record_flag_bits(prog))) == dict(truth)

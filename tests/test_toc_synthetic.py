@@ -167,3 +167,9 @@ def test_synthetic_toc_map_both_ways():
     assert tocs.toc_of("pcrel") is None and tocs.toc_of("absent") is None
     assert tocs.toc_owner(0x2000) == "m" and tocs.toc_owner(0x3000) is None
     assert tocs.toc_owner(None) is None
+
+
+def test_synthetic_non_ppc64_target_has_no_tocs():
+    mk = MockKernel(arch=drgn.Architecture.X86_64)
+    tocs = module_tocs(mk.prog)
+    assert list(tocs) == [] and "not ppc64" in tocs.errors[0]

@@ -64,10 +64,14 @@ class QMP:
         return self.cmd("human-monitor-command", **args)
 
     def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
+        # QEMU serves one QMP client at a time: the file made by makefile()
+        # holds the connection open until it is closed too.
+        for handle in (getattr(self, "f", None), self.s):
+            try:
+                if handle is not None:
+                    handle.close()
+            except OSError:
+                pass
 
 
 def parse_info_registers(text):

@@ -16,6 +16,12 @@ say "crash kernel loaded; lpd_crash=$CR"
 collect_truth
 send_truth
 echo "LPD-VMCOREINFO $(cat /sys/kernel/vmcoreinfo)"
+# vmcores/build --live: stay up, trigger by hand (/tmp/cmdline: the sample livepatches /proc/cmdline)
+if grep -q lpd_live /tmp/cmdline; then
+	say "live: crash it with: echo 1 > /sys/module/lpd_toc_crash/parameters/trigger"
+	echo LPD-READY
+	idle
+fi
 echo LPD-TRIGGER
 echo 1 > /sys/module/lpd_toc_crash/parameters/trigger
 sleep 10

@@ -20,7 +20,8 @@
 
 static DECLARE_COMPLETION(lpd_go);
 static struct task_struct *lpd_crash_task;
-static volatile int lpd_crash_counter = 42;
+/* not static, and no section anchors (Kbuild): its address is loaded through r2 after the call */
+volatile int lpd_crash_counter = 42;
 
 noinline __attribute__((noipa)) int lpd_crash_victim(void)
 {
