@@ -433,7 +433,7 @@ def ftrace_records(
             ip=ip,
             symbol=info.name if info else None,
             module=info.module if info else sym.module_of(ip),
-            flags=names,
+            flags=list(names),  # not shared between records
             flags_raw=flags,
             refcount=flags & ref_mask,
             ops=attached(ip) if flags & enabled_mask else [],

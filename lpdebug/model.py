@@ -226,7 +226,8 @@ class TaskTrace:
     on_cpu: Optional[int] = None  # the crashed/running CPU whose registers start the trace
     errors: List[str] = field(default_factory=list)
     ret_stack_errors: List[str] = field(default_factory=list)  # why ret_stack cannot be walked
-    # The registers its CPU saved in the dump (crash_notes): nip, r1, r2, link, msr
+    # What its CPU saved in the dump (crash_notes): nip, r1, r2, link, msr, pid, and pt_regs,
+    # the address of those registers laid out as struct pt_regs
     cpu_registers: Optional[Dict[str, int]] = None
     crashed: bool = False  # its CPU is the one that crashed (panicked)
     cpu_image: Optional[str] = None  # module name or "vmlinux" holding the CPU's nip
