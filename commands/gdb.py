@@ -154,8 +154,6 @@ class _Session:
         if gdb.selected_inferior().pid == 0 and not gdb.selected_inferior().threads():
             raise UsageError("gdb is not connected to a target: 'target remote :PORT' first")
         vmlinux = self.vmlinux()
-        platform = target._platform_of(vmlinux)
-        little_endian = bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
         memory = self.memory
 
         def read_virtual(address: int, count: int, offset: int, physical: bool) -> bytes:
@@ -168,27 +166,9 @@ class _Session:
 
         def add_segments(prog: Any) -> None:
             prog.add_memory_segment(_KERNEL_SPACE, (1 << 64) - _KERNEL_SPACE, read_virtual)
-            prog.add_memory_segment(0, target._LINEAR_MAP_MAX, read_physical, True)
+            prog.add_memory_segment(0, target.LINEAR_MAP_MAX, read_physical, True)
 
-        # drgn takes VMCOREINFO only before any memory is attached, and
-        # finding VMCOREINFO needs memory: a first program just reads it.
-        finder = drgn.Program(platform)
-        add_segments(finder)
-        text, _ = target._read_guest_vmcoreinfo(finder, vmlinux, little_endian)
-        expected = dict(l.split("=", 1) for l in text.splitlines() if "=" in l).get("BUILD-ID")
-        actual = target.file_build_id(vmlinux)
-        if expected and actual and expected.lower() != actual:
-            from lpdebug.errors import BuildIdMismatch
-
-            raise BuildIdMismatch(vmlinux, expected.lower(), actual)
-        prog = drgn.Program(platform)
-        try:
-            prog.set_linux_kernel_custom(text, True)
-        except ValueError as e:
-            raise LpdebugError(f"drgn rejected the guest's VMCOREINFO: {e}") from e
-        add_segments(prog)
-        target.load_debug_info(prog, [vmlinux, *self.module_files(vmlinux)], default=False)
-        return prog
+        return target.open_memory_readers(vmlinux, add_segments, self.module_files(vmlinux))
 
 
 _session = _Session()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import drgn
 
@@ -36,12 +36,15 @@ __all__ = (
     "file_build_id",
     "check_build_id",
     "target_warnings",
+    "open_memory_readers",
+    "LINEAR_MAP_MAX",
 )
 
 _WARNINGS_KEY = "lpdebug.target.warnings"
-# Upper bound of the linear map when the guest's RAM size cannot be read;
-# radix and hash both start vmalloc at 0xc008000000000000.
-_LINEAR_MAP_MAX = 0x0008000000000000
+# Upper bound of the linear map when the guest's RAM size cannot be read (the
+# radix vmalloc start). Hash-MMU kernels start vmalloc lower, but the segments
+# lpdebug.hash_mmu adds for them are added later and take precedence.
+LINEAR_MAP_MAX = 0x0008000000000000
 
 
 def target_warnings(prog: drgn.Program) -> List[str]:
@@ -414,6 +417,12 @@ def _attach_qemu(
     except (OSError, ValueError) as e:
         raise TargetError(f"cannot connect to QMP at {qmp_socket}: {e}") from None
     text, ram_end = _read_guest_vmcoreinfo(prog, vmlinux, little_endian)
+    _set_guest_vmcoreinfo(prog, text, vmlinux)
+    _add_linear_map_segment(prog, ram_end)
+    load_debug_info(prog, [vmlinux, *debug_info], default=False)
+
+
+def _set_guest_vmcoreinfo(prog: drgn.Program, text: str, vmlinux: str) -> None:
     expected = dict(l.split("=", 1) for l in text.splitlines() if "=" in l).get("BUILD-ID")
     actual = file_build_id(vmlinux)
     if expected and actual and expected.lower() != actual:
@@ -422,15 +431,38 @@ def _attach_qemu(
         prog.set_linux_kernel_custom(text, True)
     except ValueError as e:
         raise TargetError(f"drgn rejected the guest's VMCOREINFO: {e}") from None
-    _add_linear_map_segment(prog, ram_end)
+
+
+def open_memory_readers(
+    vmlinux: str,
+    add_segments: Callable[[drgn.Program], None],
+    debug_info: Sequence[str] = (),
+) -> drgn.Program:
+    """
+    A Program on a live kernel whose memory only a debugger can read (gdb's
+    remote target, say): ``add_segments(prog)`` attaches the reader(s) with
+    ``prog.add_memory_segment``, physical and virtual. The guest's VMCOREINFO
+    is found through the vmlinux symbol table, as for a QEMU target.
+    """
+    platform = _platform_of(vmlinux)
+    little_endian = bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+    # drgn takes VMCOREINFO only before any memory is attached, and finding
+    # VMCOREINFO needs memory: a first program only reads it.
+    finder = drgn.Program(platform)
+    add_segments(finder)
+    text, _ = _read_guest_vmcoreinfo(finder, vmlinux, little_endian)
+    prog = drgn.Program(platform)
+    _set_guest_vmcoreinfo(prog, text, vmlinux)
+    add_segments(prog)
     load_debug_info(prog, [vmlinux, *debug_info], default=False)
+    return prog
 
 
 def _add_linear_map_segment(prog: drgn.Program, ram_end: Optional[int]) -> None:
     # drgn walks the page tables for every virtual address; over QMP that
     # fails for 6.1 (no NUMBER(RADIX_MMU)) and on hash-MMU guests. The linear
     # map needs no page tables: virtual = LINEAR_MAP_BASE + physical.
-    size = ram_end if ram_end else _LINEAR_MAP_MAX
+    size = ram_end if ram_end else LINEAR_MAP_MAX
 
     def read_linear(address: int, count: int, offset: int, physical: bool) -> bytes:
         return prog.read(offset, count, True)
