@@ -14,8 +14,8 @@ from testbed import MANIFEST, load_manifest, scenario
 pytestmark = pytest.mark.testbed
 
 # every scenario of the testbed issue
-SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-hash", "stuck", "stacked", "toc-corrupt",
-             "toc-crash", "nolivepatch"]
+SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-hash", "settled-64k-hash", "settled-6.1-hash",
+             "stuck", "stacked", "toc-corrupt", "toc-crash", "nolivepatch"]
 LIVEPATCH_SCENARIOS = [s for s in SCENARIOS if s != "nolivepatch"]
 INJECTED_SCENARIOS = ["toc-corrupt", "toc-crash"]
 FIELDS = ["name", "kernel_release", "mmu", "page_size", "vmcore", "vmlinux", "modules", "vmcoreinfo", "truth",

@@ -15,7 +15,12 @@ T=/truth
 MODDIR=/lib/modules
 
 say() { echo "LPD: $*"; }
-idle() { while :; do sleep 3600; done; }
+idle() {
+	if grep -q lpd_live /tmp/cmdline 2>/dev/null; then  # vmcores/build --live: a shell on the console socket
+		while :; do sh -i </dev/hvc0 >/dev/hvc0 2>&1; sleep 1; done
+	fi
+	while :; do sleep 3600; done
+}
 fail() { echo "LPD-FAIL: $*"; dmesg | tail -30; idle; }
 
 load() { # load MODULE [ARGS...] from /lib/modules

@@ -18,7 +18,7 @@ send_truth
 echo "LPD-VMCOREINFO $(cat /sys/kernel/vmcoreinfo)"
 # vmcores/build --live: stay up, trigger by hand (/tmp/cmdline: the sample livepatches /proc/cmdline)
 if grep -q lpd_live /tmp/cmdline; then
-	say "live: crash it with: echo 1 > /sys/module/lpd_toc_crash/parameters/trigger"
+	say "live: crash it from the console shell: echo 1 > /sys/module/lpd_toc_crash/parameters/trigger"
 	echo LPD-READY
 	idle
 fi
