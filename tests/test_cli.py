@@ -324,10 +324,14 @@ def _readme_block_after(marker):
     return re.compile(r"```\n(.*?)```", re.S).search(text, at).group(1)
 
 
+# The README shows the sample's lpd_lp_victim kthread.
+SAMPLE_VICTIM_PID = 48
+
+
 @pytest.mark.parametrize("command", ["bt", "stacks"])
 def test_readme_examples_are_what_lpdebug_prints(command):
-    block = _readme_block_after(f"`lpdebug {command} --sample 49`")
-    proc = run_cli(command, "--sample", "49")
+    block = _readme_block_after(f"`lpdebug {command} --sample {SAMPLE_VICTIM_PID}`")
+    proc = run_cli(command, "--sample", str(SAMPLE_VICTIM_PID))
     assert proc.returncode == 0, proc.stderr
     assert block.strip() in proc.stdout, "README.md's example is not lpdebug's output any more"
 

@@ -44,8 +44,8 @@ NAMES = fixture_names()
 
 
 # every scenario vmcores/build makes has its committed fixture
-SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-hash", "stuck", "stacked",
-             "toc-corrupt", "toc-crash", "nolivepatch"]
+SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-hash", "settled-64k-hash",
+             "settled-6.1-hash", "stuck", "stacked", "toc-corrupt", "toc-crash", "nolivepatch"]
 
 
 def test_fixtures_present():

@@ -25,8 +25,8 @@ import elfcore  # noqa: E402
 import minimize  # noqa: E402
 
 # every scenario vmcores/build makes
-SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-hash", "stuck", "stacked",
-             "toc-corrupt", "toc-crash", "nolivepatch"]
+SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-hash", "settled-64k-hash",
+             "settled-6.1-hash", "stuck", "stacked", "toc-corrupt", "toc-crash", "nolivepatch"]
 
 
 @pytest.fixture(scope="session")
