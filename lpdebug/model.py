@@ -7,14 +7,42 @@ livepatch_stack, toc, backtrace) -> this model -> checks (findings) ->
 rendering (text tables, JSON). Addresses are ints; symbols are names
 (``None`` where no symbol is known).
 
-Every walker records what it could not read in an ``errors`` list of
-human-readable strings instead of raising, so a report always has the rest.
+Every walker records what it could not read as a :class:`Diagnostic` (typed:
+which stage, what kind of problem, where) instead of raising, so a report
+always has the rest, and says what it could not check.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
+
+
+# --- what could not be checked ---------------------------------------------
+
+
+class DiagnosticKind(str, enum.Enum):
+    """What kind of problem kept a part of the kernel from being checked."""
+
+    UNREADABLE = "unreadable"  # the memory could not be read (not in the dump, a fault)
+    FILTERED = "filtered"  # the dump's filter (makedumpfile -d) excluded the page
+    CORRUPT = "corrupt"  # read, but impossible: bad magic, out of bounds, broken list
+    CYCLE = "cycle"  # a list or chain loops back on itself
+    CHANGED_WHILE_READING = "changed_while_reading"  # a live kernel changed it under the reader
+    MISSING_DEBUG_INFO = "missing_debug_info"  # a check needs debug info that was not found
+    LOST = "lost"  # fewer objects found than the kernel's own counters say exist
+    STAGE_FAILED = "stage_failed"  # a stage raised: a bug, or input it does not understand
+
+
+@dataclass
+class Diagnostic:
+    """One thing the report could not check. Any diagnostic makes the result incomplete."""
+
+    stage: str  # "kernel", "livepatch", "ftrace", "tasks", "tocs", "checks", "transition", ...
+    kind: DiagnosticKind
+    address: Optional[int]  # the kernel address that could not be read or made sense of
+    message: str  # one line for a person
 
 
 # --- kernel -----------------------------------------------------------------
@@ -266,6 +294,7 @@ class TriageResult:
     tasks: List[TaskTrace] = field(default_factory=list)
     findings: List[Finding] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
+    diagnostics: List[Diagnostic] = field(default_factory=list)
     # lpdebug.toc.TocMap of vmlinux and every module (kept untyped here: the
     # model does not import the walkers); None when not computed.
     tocs: Optional[object] = None
