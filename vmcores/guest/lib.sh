@@ -109,6 +109,9 @@ collect_truth() {
 	[ -e $TR/touched_functions ] && cat $TR/touched_functions > $T/touched_functions
 	cat $TR/current_tracer > $T/current_tracer
 	cat /proc/modules > $T/modules
+	cat /proc/kallsyms > $T/kallsyms  # the kernel's own names, the oracle for symbol naming
+	cat /proc/loadavg > $T/loadavg  # running/total threads: the task-count oracle
+	cat /proc/stat > $T/proc_stat  # "processes": forks since boot
 	for s in /sys/module/*/sections; do
 		m=${s%/sections}; m=${m##*/}
 		mkdir -p $T/sections/$m
