@@ -8,9 +8,11 @@ stacks (ret_stack, livepatch stack) and, for a task that was on a CPU when
 the dump was taken, that CPU's saved registers.
 
 Entry points: :func:`true_backtrace`; :func:`resolve_return_addresses` (the
-resolution alone, over plain values); :func:`cpu_registers`,
-:func:`crashed_cpus`, :func:`cpu_tasks` (every stopped CPU's task, idle
-tasks included).
+resolution alone, over plain values); :func:`frame_at` (one annotated
+frame); :func:`cpu_stop` (the facts rule (c) of :mod:`lpdebug.checks` judges
+a stopped CPU by). A CPU's saved registers come from
+:mod:`lpdebug.crash_notes`, which also says where their unwind starts;
+instruction encodings from :mod:`lpdebug.ppc64`.
 
 How a frame's return address is made true, walking outward from frame 0:
 
@@ -59,54 +61,50 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import drgn
 
+from .crash_notes import CrashStart, cpu_registers, unwind_start
 from .fgraph import FgraphCursor, fgraph_ret_addr, read_ret_stack, records_retp, \
     return_to_handler_address
-from .kernel import elf_abi, has_member, is_ppc64, toc_save_offset
+from .kernel import elf_abi, has_member, toc_save_offset
 from .livepatch_stack import livepatch_stack
-from .model import FgraphEntry, Frame, LivepatchStackEntry, TaskTrace
+from .model import CpuStop, FgraphEntry, Frame, LivepatchStackEntry, TaskTrace
+from .ppc64 import (MSR_PR, PT_REGS_NIP, STUB_ENTRY_SIZE, STUB_MAGIC, STUB_MAGIC_OFFSET,
+                    TOC_RESTORE, branch_target, is_toc_prologue, stdu_frame_size)
 from .symbols import Symbolizer
-from .toc import ADDI_R2_R2, ADDIS_R2_R12, HI_MASK, VMLINUX, module_sections
+from .toc import VMLINUX, module_sections
 
 # drgn refuses addresses it cannot translate (hash-MMU module memory without
 # lpdebug.hash_mmu) with NotImplementedError: as unreadable as a fault.
 _UNREADABLE = (drgn.FaultError, NotImplementedError)
 
 __all__ = (
-    "TOC_RESTORE",
     "ResolvedReturn",
-    "cpu_registers",
-    "crashed_cpus",
-    "cpu_exemption",
-    "cpu_tasks",
+    "cpu_stop",
     "frame_at",
     "resolve_return_addresses",
     "true_backtrace",
 )
 
-# ld r2,24(r1) / ld r2,40(r1), keyed by ELF ABI version.
-TOC_RESTORE = {2: 0xE8410018, 1: 0xE8410028}
-
-# Code that runs between two images' TOCs by design (see lpdebug.checks).
-EXEMPT_SYMBOLS = (
+# Code that runs between two images' TOCs by design (see lpdebug.checks, rule (c)).
+TRAMPOLINE_SYMBOLS = (
     "ftrace_caller", "ftrace_regs_caller", "ftrace_call", "ftrace_regs_call", "ftrace_stub",
     "ftrace_no_trace", "ftrace_graph_caller", "return_to_handler", ".return_to_handler",
     "livepatch_handler", "ftrace_tramp_text", "ftrace_tramp_init", "_mcount", "mcount",
 )
-STUB_MAGIC = 0x73747562
-STUB_MAGIC_OFFSET = 28
-MSR_PR = 1 << 14
-STDU_R1_R1 = 0xF8210001  # stdu r1,d(r1), displacement in bits 2-15
-
-NT_PRSTATUS = 1
-# Offsets used only when the debug info lacks struct elf_prstatus.
-PRSTATUS_PID_OFFSET = 32
-PRSTATUS_REG_OFFSET = 112
-GPR_NIP, GPR_MSR, GPR_LINK = 32, 33, 36
+# Bounded: a function longer than this is not worth reading for one frame
+# (the largest kernel functions are a few KiB; 64 KiB is 16384 instructions).
+MAX_FUNCTION_SCAN = 0x10000
+# The prologue's stdu r1,-N(r1) comes within its first instructions: after the
+# global-entry pair, mflr r0, the ftrace call site (mflr/std/bl or two nops)
+# and the non-volatile register saves that precede it, 16 words reach it.
+PROLOGUE_SCAN = 64
 
 
 def _exception_code_range(prog: drgn.Program) -> Optional[Tuple[int, int]]:
     # Everything below __end_soft_masked is the interrupt vectors and the
-    # interrupt entry/exit code (5.14+); older kernels bound the vectors only.
+    # interrupt entry/exit code: "powerpc/64: treat low kernel text as irqs
+    # soft-masked" (5.14). Older kernels (5.10.223: no __end_soft_masked) bound
+    # the vectors only, __start_interrupts..__end_interrupts (exceptions-64s.S);
+    # their interrupt return code in entry_64.S is not exempted.
     for start_name, end_name in (("_stext", "__end_soft_masked"),
                                  ("__start_interrupts", "__end_interrupts")):
         try:
@@ -120,7 +118,7 @@ def _stub_entry_size(prog: drgn.Program) -> int:
     try:
         return drgn.sizeof(prog.type("struct ppc64_stub_entry"))
     except LookupError:
-        return 56 if elf_abi(prog) == 1 else 40
+        return STUB_ENTRY_SIZE[1 if elf_abi(prog) == 1 else 2]
 
 
 def _task_state(task: drgn.Object) -> str:
@@ -130,98 +128,6 @@ def _task_state(task: drgn.Object) -> str:
         return task_state_to_char(task)
     except (LookupError, *_UNREADABLE, ValueError):
         return "?"
-
-
-def _prstatus_offsets(prog: drgn.Program) -> Tuple[int, int]:
-    """Offsets of the pid and the registers in ``struct elf_prstatus``
-    (recent kernels keep the pid in ``common``)."""
-    try:
-        tp = prog.type("struct elf_prstatus")
-    except LookupError:
-        return PRSTATUS_PID_OFFSET, PRSTATUS_REG_OFFSET
-    offsets = []
-    for designators, fallback in ((("common.pr_pid", "pr_pid"), PRSTATUS_PID_OFFSET),
-                                  (("pr_reg",), PRSTATUS_REG_OFFSET)):
-        for designator in designators:
-            try:
-                offsets.append(drgn.offsetof(tp, designator))
-                break
-            except (LookupError, ValueError):
-                continue
-        else:
-            offsets.append(fallback)
-    return offsets[0], offsets[1]
-
-
-def cpu_registers(prog: drgn.Program, cpu: int) -> Optional[Dict[str, int]]:
-    """
-    The registers CPU ``cpu`` saved in its ``crash_notes`` NT_PRSTATUS when
-    the kernel crashed (the same note kdump copies into the vmcore):
-    ``{"pid", "nip", "r1", "r2", "link", "msr", "pt_regs"}`` (``pt_regs``:
-    where the registers are, laid out as ``struct pt_regs``). None when the
-    kernel did not crash on the way to this dump (the note is still empty),
-    has no crash_notes, or is not ppc64.
-
-    Read here rather than through drgn's thread because drgn starts a
-    ppc64 kernel NT_PRSTATUS trace at ``link``, not at ``nip``: the function
-    the CPU was executing would be missing.
-    """
-    from drgn.helpers.linux.percpu import per_cpu_ptr
-
-    if not is_ppc64(prog):
-        return None
-    try:
-        note = per_cpu_ptr(prog["crash_notes"], cpu).value_()
-        header = prog.read(note, 12)
-    except (LookupError, *_UNREADABLE, ValueError):
-        return None
-    little = bool(prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
-    end = "<" if little else ">"
-    namesz, descsz, ntype = struct.unpack(end + "3I", header)
-    if ntype != NT_PRSTATUS or namesz == 0 or descsz == 0:
-        return None
-    desc = note + 12 + ((namesz + 3) & ~3)
-    pid_offset, reg_offset = _prstatus_offsets(prog)
-    try:
-        pid = struct.unpack(end + "i", prog.read(desc + pid_offset, 4))[0]
-        regs = struct.unpack(end + "48Q", prog.read(desc + reg_offset, 48 * 8))
-    except _UNREADABLE:
-        return None
-    return {"pid": pid, "nip": regs[GPR_NIP], "r1": regs[1], "r2": regs[2],
-            "link": regs[GPR_LINK], "msr": regs[GPR_MSR], "pt_regs": desc + reg_offset}
-
-
-def crashed_cpus(prog: drgn.Program) -> Dict[int, Dict[str, int]]:
-    """Every CPU with saved crash registers: ``{cpu: cpu_registers(prog, cpu)}``."""
-    from drgn.helpers.linux.cpumask import for_each_possible_cpu
-
-    result = {}
-    try:
-        cpus = list(for_each_possible_cpu(prog))
-    except (LookupError, *_UNREADABLE):
-        return result
-    for cpu in cpus:
-        regs = cpu_registers(prog, cpu)
-        if regs is not None:
-            result[cpu] = regs
-    return result
-
-
-def cpu_tasks(prog: drgn.Program) -> List[drgn.Object]:
-    """
-    The task current on each CPU that saved crash registers, including idle
-    tasks, which the task list does not hold: callers that trace every task
-    add these so that every stopped CPU gets rule (c).
-    """
-    from drgn.helpers.linux.sched import cpu_curr
-
-    tasks = []
-    for cpu in crashed_cpus(prog):
-        try:
-            tasks.append(cpu_curr(prog, cpu))
-        except (LookupError, *_UNREADABLE, ValueError):
-            continue
-    return tasks
 
 
 def _task_cpu(task: drgn.Object) -> Optional[int]:
@@ -245,17 +151,30 @@ def _is_crashed_task(task: drgn.Object) -> bool:
         return False
 
 
+def _start_registers(prog: drgn.Program, regs: Dict[str, int],
+                     start: CrashStart) -> drgn.Object:
+    """The ``struct pt_regs`` to unwind a CPU's saved registers from: the
+    note's own, with ``nip`` replaced by ``start.pc`` where they differ."""
+    saved = drgn.Object(prog, "struct pt_regs", address=regs["pt_regs"])
+    if start.pc == regs["nip"]:
+        return saved
+    data = bytearray(saved.to_bytes_())
+    order = "little" if prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN else "big"
+    data[PT_REGS_NIP * 8:PT_REGS_NIP * 8 + 8] = start.pc.to_bytes(8, order)
+    return drgn.Object.from_bytes_(prog, saved.type_, data)
+
+
 def _physical_frames(task: drgn.Object, errors: List[str],
-                     regs_address: Optional[int] = None) -> List[Tuple[int, int, bool]]:
+                     start_regs: Optional[drgn.Object] = None) -> List[Tuple[int, int, bool]]:
     """
     (pc, sp, interrupted) of each physical frame of drgn's unwinding. With
-    ``regs_address`` (a CPU's saved registers, laid out as the start of
-    ``struct pt_regs``), unwinding starts at the saved ``nip``.
+    ``start_regs`` (a CPU's saved registers as ``struct pt_regs``), unwinding
+    starts at their ``nip`` and ``r1``.
     """
     prog = task.prog_
     try:
-        if regs_address is not None:
-            trace = prog.stack_trace(drgn.Object(prog, "struct pt_regs", address=regs_address))
+        if start_regs is not None:
+            trace = prog.stack_trace(start_regs)
         else:
             trace = prog.stack_trace(task)
     except (ValueError, LookupError, *_UNREADABLE) as e:
@@ -290,18 +209,18 @@ class _Context:
         self.symbolizer = symbolizer or Symbolizer(prog)
         self.return_to_handler = return_to_handler_address(prog)
         self.has_retp = records_retp(prog)
-        abi = elf_abi(prog)
-        self.toc_restore = TOC_RESTORE.get(abi) if abi else None
+        self.abi = elf_abi(prog)
+        self.toc_restore = TOC_RESTORE.get(self.abi) if self.abi else None
         self.toc_offset = toc_save_offset(prog)
         try:
             self.livepatch_handler: Optional[int] = prog.symbol("livepatch_handler").address
         except LookupError:
             self.livepatch_handler = None
 
-        self._exempt_symbols = {}
-        for name in EXEMPT_SYMBOLS:
+        self._trampolines = {}
+        for name in TRAMPOLINE_SYMBOLS:
             try:
-                self._exempt_symbols[prog.symbol(name).address] = name
+                self._trampolines[prog.symbol(name).address] = name
             except LookupError:
                 continue
         self._exception_code = _exception_code_range(prog)
@@ -339,36 +258,29 @@ class _Context:
         except _UNREADABLE:
             return False
 
-    def exemption(self, pc: int, msr: int) -> Optional[str]:
-        """
-        Why code at ``pc`` may legitimately run with an r2 that is not its own
-        image's TOC, or None when r2 must be that TOC. See :mod:`lpdebug.checks`
-        for the list and the reasons.
-        """
-        if msr & MSR_PR:
-            return "user mode"
-        if self._exception_code and self._exception_code[0] <= pc < self._exception_code[1]:
-            return "exception entry/exit code"
+    def cpu_stop(self, pc: int, msr: int) -> CpuStop:
+        """What rule (c) needs to know about the code at ``pc`` a CPU stopped at."""
         info = self.symbolizer.lookup(pc)
-        if info is not None and info.address in self._exempt_symbols:
-            return f"ftrace/livepatch trampoline {self._exempt_symbols[info.address]}"
         module = self.symbolizer.module_of(pc)
-        if module is not None and self._in_stub(pc, module):
-            return "module stub (.stubs): runs with the caller's r2"
+        code = self._exception_code
+        stop = CpuStop(
+            nip=pc, user_mode=bool(msr & MSR_PR),
+            exception_code=bool(code and code[0] <= pc < code[1]),
+            trampoline=self._trampolines.get(info.address) if info is not None else None,
+            module_stub=module is not None and self._in_stub(pc, module),
+            function=info.name if info is not None else None,
+            function_offset=info.offset if info is not None else None,
+            elf_abi=self.abi,
+        )
         try:
-            if self.toc_restore is not None and self.prog.read_u32(pc) == self.toc_restore:
-                return "at a TOC restore: r2 is still the returning callee's"
+            stop.at_toc_restore = (self.toc_restore is not None
+                                   and self.prog.read_u32(pc) == self.toc_restore)
             if info is not None:
-                first = self.prog.read_u32(info.address)
-                second = self.prog.read_u32(info.address + 4)
-                has_prologue = (first & HI_MASK == ADDIS_R2_R12 and second & HI_MASK == ADDI_R2_R2)
-                if has_prologue and info.offset < 8:
-                    return "global-entry prologue: r2 not yet set from r12"
-                if not has_prologue and self.toc_restore == TOC_RESTORE[2]:
-                    return f"{info.name} has no TOC prologue: it keeps its caller's r2"
+                stop.toc_prologue = is_toc_prologue(self.prog.read_u32(info.address),
+                                                    self.prog.read_u32(info.address + 4))
         except _UNREADABLE:
-            return None
-        return None
+            pass
+        return stop
 
     def in_livepatch_handler(self, pc: int) -> bool:
         if self.livepatch_handler is None:
@@ -483,34 +395,23 @@ def frame_at(prog: drgn.Program, index: int, pc: int, sp: int, *,
                   source, interrupted, [] if errors is None else errors)
 
 
-def cpu_exemption(prog: drgn.Program, pc: int, msr: int, *,
-                  symbolizer: Optional[Symbolizer] = None) -> Optional[str]:
+def cpu_stop(prog: drgn.Program, pc: int, msr: int, *,
+             symbolizer: Optional[Symbolizer] = None) -> CpuStop:
     """
-    Why a CPU stopped at ``pc`` (with ``msr``) may legitimately hold an r2
-    that is not the TOC of the image owning ``pc``, or None when it must hold
-    that TOC (the exemptions of rule (c), see :mod:`lpdebug.checks`).
+    The facts about the code at ``pc`` (a CPU stopped there with ``msr``)
+    from which :func:`lpdebug.checks.cpu_exemption` decides whether the CPU
+    may hold an r2 that is not the TOC of the image owning ``pc``.
     """
-    return _context(prog, symbolizer).exemption(pc, msr)
-
-
-def _branch_target(insn: int, at: int) -> Optional[int]:
-    if insn & 0xFC000003 != 0x48000001:  # bl, relative
-        return None
-    offset = insn & 0x03FFFFFC
-    if offset & 0x02000000:
-        offset -= 0x04000000
-    return at + offset
+    return _context(prog, symbolizer).cpu_stop(pc, msr)
 
 
 def _frame_size(ctx: _Context, start: int, end: int) -> Optional[int]:
     # The prologue's stdu r1,-N(r1), within its first instructions.
-    for at in range(start, min(end, start + 64), 4):
+    for at in range(start, min(end, start + PROLOGUE_SCAN), 4):
         insn = ctx.prog.read_u32(at)
-        if insn & 0xFFFF0003 == STDU_R1_R1:
-            displacement = insn & 0xFFFC
-            if displacement & 0x8000:
-                displacement -= 0x10000
-            return -displacement if displacement < 0 else None
+        size = stdu_frame_size(insn)
+        if size is not None:
+            return size
     return None
 
 
@@ -525,7 +426,7 @@ def _returned_frame(ctx: _Context, regs: Dict[str, int], errors: List[str]) -> O
     """
     link, r1 = regs["link"], regs["r1"]
     try:
-        target = _branch_target(ctx.prog.read_u32(link - 4), link - 4)
+        target = branch_target(ctx.prog.read_u32(link - 4), link - 4)
         callee = ctx.symbolizer.lookup(target) if target is not None else None
         if callee is None:
             return None
@@ -542,8 +443,7 @@ def _returned_frame(ctx: _Context, regs: Dict[str, int], errors: List[str]) -> O
 
 
 def _restores_toc_before(ctx: _Context, start: int, pc: int) -> bool:
-    # Bounded: a function longer than this is not worth reading for one frame.
-    if not start <= pc < start + 0x10000:
+    if not start <= pc < start + MAX_FUNCTION_SCAN:
         return False
     code = ctx.prog.read(start, pc - start)
     fmt = "<" if ctx.prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN else ">"
@@ -576,12 +476,21 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
         trace.cpu_registers = cpu_registers(prog, trace.on_cpu)
         trace.crashed = trace.cpu_registers is not None and _is_crashed_task(task)
 
-    regs_address = trace.cpu_registers["pt_regs"] if trace.cpu_registers else None
-    physical = _physical_frames(task, trace.errors, regs_address)
+    start_regs = None
+    stopped_at_nip = False
+    if trace.cpu_registers is not None:
+        start = unwind_start(trace.cpu_registers, prog.read_u64)
+        trace.cpu_unwind = start.how
+        stopped_at_nip = start.pc == trace.cpu_registers["nip"]
+        try:
+            start_regs = _start_registers(prog, trace.cpu_registers, start)
+        except LookupError as e:
+            trace.errors.append(f"CPU {trace.on_cpu}: saved registers unusable: {e}")
+    physical = _physical_frames(task, trace.errors, start_regs)
     if trace.cpu_registers is not None:
         nip = trace.cpu_registers["nip"]
         trace.cpu_image = ctx.image_of(nip)
-        trace.cpu_exempt = ctx.exemption(nip, trace.cpu_registers["msr"])
+        trace.cpu_stop = ctx.cpu_stop(nip, trace.cpu_registers["msr"])
     running_sp = physical[0][1] if physical and trace.on_cpu is not None else None
     if trace.cpu_registers is not None:
         running_sp = trace.cpu_registers["r1"]
@@ -593,7 +502,7 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
             ctx.in_livepatch_handler, ctx.has_retp, trace.errors)):
         raw_pc, sp, interrupted = physical[index]
         frame = _frame(ctx, index, resolved.pc, sp, raw_pc, resolved.source, interrupted,
-                       trace.errors, cpu_stopped_here=index == 0 and regs_address is not None)
+                       trace.errors, cpu_stopped_here=index == 0 and stopped_at_nip)
         frame.fgraph_entry = resolved.fgraph_entry
         frame.livepatch_entry = resolved.livepatch_entry
         trace.frames.append(frame)

@@ -13,6 +13,8 @@ Entry points:
 - :func:`check_livepatch_stack` -- rule (b) and the livepatch-stack part of
   rule (d), per task.
 - :func:`check_crashed_cpus` -- rule (c), over all traces.
+- :func:`cpu_exemption` -- rule (c)'s exemptions: why a stopped CPU may hold
+  another image's r2.
 - :func:`check_livepatch_stack_structure` -- the livepatch-stack part of
   rule (d) alone (no TOCs needed).
 - :func:`check_shadow_stacks` -- the rest of rule (d), per task.
@@ -49,8 +51,9 @@ Rules (from ``ld r2,24(r1)``, read ``ld r2,40(r1)`` on ELFv1):
 
 (c) ``crashed_cpu_toc_mismatch``: a CPU's r2 saved in the dump must be the
     TOC of the image owning its nip, except where code runs between two TOCs
-    by design (decided by :meth:`lpdebug.backtrace` from the target and
-    carried in ``TaskTrace.cpu_exempt``):
+    by design (:func:`cpu_exemption`, judged from the facts
+    :func:`lpdebug.backtrace.cpu_stop` read from the target and carried in
+    ``TaskTrace.cpu_stop``):
 
     - user mode (MSR_PR): r2 is the user program's.
     - exception entry/exit code (below ``__end_soft_masked``; the interrupt
@@ -86,7 +89,7 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional
 
-from .model import Finding, KlpFunc, LivepatchState, TaskTrace
+from .model import CpuStop, Finding, KlpFunc, LivepatchState, TaskTrace
 from .toc import VMLINUX, TocMap
 
 __all__ = (
@@ -98,6 +101,7 @@ __all__ = (
     "check_shadow_stacks",
     "check_task",
     "check_tocs",
+    "cpu_exemption",
 )
 
 
@@ -286,12 +290,42 @@ def _weaker_check(trace: TaskTrace, tocs: TocMap, k: int, entry, frame, local_ca
     return []
 
 
+def cpu_exemption(stop: CpuStop) -> Optional[str]:
+    """
+    Why a CPU stopped at ``stop.nip`` may legitimately hold an r2 that is not
+    the TOC of the image owning nip, or None when it must hold that TOC: the
+    exemptions of rule (c), in the order of the module docstring. An
+    instruction that could not be read exempts nothing.
+    """
+    if stop.user_mode:
+        return "user mode"
+    if stop.exception_code:
+        return "exception entry/exit code"
+    if stop.trampoline is not None:
+        return f"ftrace/livepatch trampoline {stop.trampoline}"
+    if stop.module_stub:
+        return "module stub (.stubs): runs with the caller's r2"
+    if stop.at_toc_restore is None:
+        return None
+    if stop.at_toc_restore:
+        return "at a TOC restore: r2 is still the returning callee's"
+    if stop.function is None or stop.toc_prologue is None:
+        return None
+    if stop.toc_prologue and stop.function_offset is not None and stop.function_offset < 8:
+        return "global-entry prologue: r2 not yet set from r12"
+    if not stop.toc_prologue and stop.elf_abi == 2:
+        return f"{stop.function} has no TOC prologue: it keeps its caller's r2"
+    return None
+
+
 def check_crashed_cpus(traces: Iterable[TaskTrace], tocs: TocMap) -> List[Finding]:
     """Rule (c): every CPU's saved r2 against the TOC of the image owning its nip."""
     findings = []
     for trace in traces:
         regs = trace.cpu_registers
-        if regs is None or trace.cpu_exempt is not None or trace.cpu_image is None:
+        if regs is None or trace.cpu_image is None:
+            continue
+        if trace.cpu_stop is not None and cpu_exemption(trace.cpu_stop) is not None:
             continue
         expected = tocs.toc_of(trace.cpu_image)
         if expected is None or regs["r2"] == expected:

@@ -242,6 +242,23 @@ class Frame:
 
 
 @dataclass
+class CpuStop:
+    """What rule (c) needs to know about the code a CPU stopped at (lpdebug.checks decides)."""
+
+    nip: int  # where the CPU stopped
+    user_mode: bool  # MSR[PR] was set: r2 is the user program's
+    exception_code: bool  # nip is in the interrupt vectors or entry/exit code
+    trampoline: Optional[str]  # the ftrace/livepatch trampoline symbol nip is in, if any
+    module_stub: bool  # nip is in a module's .stubs entry (STUB_MAGIC found)
+    function: Optional[str]  # the symbol nip is in
+    function_offset: Optional[int]  # nip - that symbol's address
+    elf_abi: Optional[int]  # 1 or 2
+    at_toc_restore: Optional[bool] = None  # the instruction at nip is the TOC restore; None unread
+    # the function starts with the addis r2,r12 / addi r2,r2 global-entry prologue; None unread
+    toc_prologue: Optional[bool] = None
+
+
+@dataclass
 class TaskTrace:
     pid: int
     comm: str
@@ -259,7 +276,10 @@ class TaskTrace:
     cpu_registers: Optional[Dict[str, int]] = None
     crashed: bool = False  # its CPU is the one that crashed (panicked)
     cpu_image: Optional[str] = None  # module name or "vmlinux" holding the CPU's nip
-    cpu_exempt: Optional[str] = None  # why the code at nip may run with another image's r2
+    cpu_stop: Optional[CpuStop] = None  # facts about the code at the CPU's nip, for rule (c)
+    # Where the unwind of the CPU's saved registers started (lpdebug.crash_notes.CrashStart.how):
+    # "exception", "saved" or "saved-r1-for-link"
+    cpu_unwind: Optional[str] = None
     # The function the CPU returned from last (its frame lies just below frame 0's SP, back
     # chain intact): index -1, pc = the return address into it that its own frame holds.
     returned_frame: Optional[Frame] = None

@@ -44,6 +44,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import drgn
 
 from .kernel import elf_abi, has_member, is_ppc64
+from .ppc64 import TOC_BIAS, is_toc_prologue, prologue_value
 
 # drgn refuses addresses it cannot translate (hash-MMU module memory without
 # lpdebug.hash_mmu) with NotImplementedError: as unreadable as a fault.
@@ -63,12 +64,8 @@ __all__ = (
 # Name lpdebug gives the kernel image wherever a module name is expected.
 VMLINUX = "vmlinux"
 
-TOC_BIAS = 0x8000
-ADDIS_R2_R12 = 0x3C4C0000
-ADDI_R2_R2 = 0x38420000
-HI_MASK = 0xFFFF0000
-STT_FUNC = 2
-ELF64_SYM_SIZE = 24
+STT_FUNC = 2  # include/uapi/linux/elf.h
+ELF64_SYM_SIZE = 24  # sizeof(Elf64_Sym), include/uapi/linux/elf.h
 # The vmlinux functions tried for the prologue cross-check, any that exists.
 VMLINUX_PROBES = ("schedule", "msleep", "kthread", "printk", "_printk", "panic")
 # Enough functions to catch a disagreement without decoding all of a large module.
@@ -127,17 +124,9 @@ def prologue_toc(prog: drgn.Program, gep: int) -> Optional[int]:
     """
     first = prog.read_u32(gep)
     second = prog.read_u32(gep + 4)
-    if first & HI_MASK != ADDIS_R2_R12 or second & HI_MASK != ADDI_R2_R2:
+    if not is_toc_prologue(first, second):
         return None
-    return _prologue_value(gep, first, second)
-
-
-def _prologue_value(gep: int, first: int, second: int) -> int:
-    def sext16(v: int) -> int:
-        v &= 0xFFFF
-        return v - 0x10000 if v & 0x8000 else v
-
-    return (gep + (sext16(first) << 16) + sext16(second)) & 0xFFFFFFFFFFFFFFFF
+    return prologue_value(gep, first, second)
 
 
 def module_sections(mod: drgn.Object) -> Iterator[Tuple[str, int]]:

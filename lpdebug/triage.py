@@ -132,7 +132,7 @@ def _other_idle_tasks(prog: Any, tasks: List[Any]) -> List[Any]:
     # those too, so every CPU's registers are checked.
     from drgn.helpers.linux.sched import idle_task
 
-    from .backtrace import crashed_cpus
+    from .crash_notes import crashed_cpus
 
     seen = {t.value_() for t in tasks}
     idle = []

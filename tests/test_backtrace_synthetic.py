@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from lpdebug.backtrace import cpu_exemption, frame_at, resolve_return_addresses
+from lpdebug.backtrace import cpu_stop, frame_at, resolve_return_addresses
+from lpdebug.checks import cpu_exemption
 from lpdebug.model import FgraphEntry, LivepatchStackEntry
 from synthetic import ARENA_BASE, FAULT_ADDRESS, MockKernel
 
@@ -154,7 +155,7 @@ def _exemption_kernel():
 ])
 def test_synthetic_crashed_cpu_exemptions(offset, msr, reason):
     mk, text = _exemption_kernel()
-    got = cpu_exemption(mk.prog, text + offset, msr)
+    got = cpu_exemption(cpu_stop(mk.prog, text + offset, msr))
     if reason is None:
         assert got is None
     else:

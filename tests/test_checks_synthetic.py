@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from lpdebug.checks import (all_findings, check_crashed_cpus, check_frames,
-                            check_livepatch_stack, check_shadow_stacks, check_tocs)
-from lpdebug.model import (Frame, KlpFunc, KlpObject, KlpPatch, LivepatchStack,
+                            check_livepatch_stack, check_shadow_stacks, check_tocs, cpu_exemption)
+from lpdebug.model import (CpuStop, Frame, KlpFunc, KlpObject, KlpPatch, LivepatchStack,
                            LivepatchStackEntry, LivepatchState, TaskTrace)
 from lpdebug.toc import VMLINUX, ModuleToc, TocMap
 
@@ -154,10 +154,18 @@ def test_synthetic_replacement_of_functions_in_two_images_is_unidentified():
 # --- (c) ------------------------------------------------------------------------
 
 
-def _cpu_trace(r2, nip=0xC008000000064080, image="victim", exempt=None):
+def _stop(nip=0xC008000000064080, **facts):
+    base = dict(nip=nip, user_mode=False, exception_code=False, trampoline=None,
+                module_stub=False, function="f", function_offset=0x20, elf_abi=2,
+                at_toc_restore=False, toc_prologue=True)
+    base.update(facts)
+    return CpuStop(**base)
+
+
+def _cpu_trace(r2, nip=0xC008000000064080, image="victim", stop=None):
     return TaskTrace(pid=60, comm="c", state="R", patch_state=-1, address=0x6000, on_cpu=1,
                      cpu_registers={"nip": nip, "r1": 0x2000, "r2": r2, "link": 0, "msr": 0},
-                     crashed=True, cpu_image=image, cpu_exempt=exempt)
+                     crashed=True, cpu_image=image, cpu_stop=stop or _stop(nip))
 
 
 def test_synthetic_crashed_cpu_rule():
@@ -166,8 +174,26 @@ def test_synthetic_crashed_cpu_rule():
     assert (f.kind, f.pid, f.address, f.expected_toc, f.expected_module, f.actual_toc) == (
         "crashed_cpu_toc_mismatch", 60, 0xC008000000064080, VICTIM_TOC, "victim",
         0xC00000DEADB00000)
-    assert check_crashed_cpus([_cpu_trace(KTOC, exempt="module stub (.stubs)")], TOCS) == []
+    assert check_crashed_cpus([_cpu_trace(KTOC, stop=_stop(module_stub=True))], TOCS) == []
     assert check_crashed_cpus([_cpu_trace(KTOC, image=None)], TOCS) == []
+
+
+@pytest.mark.parametrize("facts, reason", [
+    (dict(user_mode=True), "user mode"),
+    (dict(exception_code=True), "exception entry/exit"),
+    (dict(trampoline="ftrace_caller"), "trampoline ftrace_caller"),
+    (dict(module_stub=True), "module stub"),
+    (dict(at_toc_restore=True), "at a TOC restore"),
+    (dict(function_offset=4), "global-entry prologue"),
+    (dict(toc_prologue=False), "f has no TOC prologue"),
+    (dict(toc_prologue=False, elf_abi=1), None),  # ELFv1 functions take r2 from a descriptor
+    (dict(at_toc_restore=None, toc_prologue=False), None),  # unread: nothing exempted
+    (dict(toc_prologue=None), None),
+    ({}, None),
+])
+def test_synthetic_cpu_exemption_policy(facts, reason):
+    got = cpu_exemption(_stop(**facts))
+    assert got == reason if reason is None else reason in got
 
 
 # --- (d) and prologues ---------------------------------------------------------
