@@ -60,7 +60,7 @@ pytestmark = pytest.mark.testbed
 
 # settled-hash belongs to the hash-MMU work; every other scenario is covered.
 SCENARIOS = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "toc-corrupt",
-             "toc-crash", "nolivepatch"]
+             "toc-crash", "nolivepatch", "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"]
 
 _PROGRAMS: Dict[str, object] = {}
 _TRACES: Dict[str, list] = {}
@@ -305,7 +305,8 @@ def test_true_backtraces_equal_the_kernels_view(name):
     assert not result["differences"], "\n".join(result["differences"])
 
 
-@pytest.mark.parametrize("name", ["settled", "settled-6.1", "settled-64k", "nolivepatch"])
+@pytest.mark.parametrize("name", ["settled", "settled-6.1", "settled-64k", "nolivepatch",
+                                  "settled-5.10"])
 def test_fgraph_frames_resolved_by_retp(name):
     """Every return_to_handler in the stacks is resolved, by the entry whose
     retp is the frame's own SP (the 6.12 word-offset layout, the 6.1 array,
@@ -328,12 +329,13 @@ def test_fgraph_frames_resolved_by_retp(name):
     assert resolved > 0, f"{name} has function_graph on: some frame must be hooked"
 
 
-def test_livepatch_frames_restore_the_hidden_caller_on_settled():
+@pytest.mark.parametrize("name", ["settled", "settled-5.10"])
+def test_livepatch_frames_restore_the_hidden_caller_on_settled(name):
     """The kthread whose callee is livepatched shows its own function where
     /proc/PID/stack shows livepatch_handler."""
-    s = scenario("settled")
+    s = scenario(name)
     pid = s["lpd_pids"]["lpd_lp_victim"]
-    trace = next(t for t in traces("settled") if t.pid == pid)
+    trace = next(t for t in traces(name) if t.pid == pid)
     frames = [f for f in trace.frames if f.source == "livepatch"]
     assert len(frames) == len(trace.livepatch_stack.entries) == 1
     frame = frames[0]
@@ -343,7 +345,7 @@ def test_livepatch_frames_restore_the_hidden_caller_on_settled():
     hidden = frame.raw_pc
     if frame.fgraph_entry is not None:
         hidden = next(e.ret for e in trace.ret_stack if e.address == frame.fgraph_entry)
-    assert program("settled").symbol(hidden).name == "livepatch_handler"
+    assert program(name).symbol(hidden).name == "livepatch_handler"
 
 
 
@@ -375,7 +377,7 @@ def _called_from(prog, return_address: int) -> Optional[int]:
 
 
 @pytest.mark.parametrize("name", ["settled", "stuck", "stacked", "toc-corrupt", "toc-crash",
-                                  "settled-6.1", "settled-64k"])
+                                  "settled-6.1", "settled-64k", "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"])
 def test_livepatch_callers_call_the_patched_function(name):
     """
     Every caller restored from the livepatch stack returns right after a call

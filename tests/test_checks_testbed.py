@@ -23,7 +23,8 @@ from testbed import scenario
 
 pytestmark = pytest.mark.testbed
 
-CLEAN = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "nolivepatch"]
+CLEAN = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "nolivepatch", "settled-5.10",
+         "stuck-5.10"]
 INJECTED_KIND = {"frame_toc": "frame_toc_mismatch",
                  "livepatch_stack_toc": "livepatch_stack_toc_mismatch"}
 
@@ -70,9 +71,10 @@ def test_clean_scenarios_have_no_findings(name):
     assert not found, _describe(found)
 
 
-def test_toc_corrupt_flags_exactly_the_injected_faults():
-    found = list(findings("toc-corrupt"))
-    for record in injected("toc-corrupt"):
+@pytest.mark.parametrize("name", ["toc-corrupt", "toc-corrupt-5.10"])
+def test_toc_corrupt_flags_exactly_the_injected_faults(name):
+    found = list(findings(name))
+    for record in injected(name):
         kind = INJECTED_KIND[record["kind"]]
         match = [f for f in found
                  if f.kind == kind and f.pid == record["pid"] and f.slot == record["slot_address"]]
@@ -84,10 +86,11 @@ def test_toc_corrupt_flags_exactly_the_injected_faults():
     assert not found, "findings beyond the injected faults:\n" + _describe(found)
 
 
-def test_toc_crash_flags_the_crashed_cpu_and_the_frame_that_carried_the_bad_toc():
-    found = findings("toc-crash")
-    (record,) = injected("toc-crash")
-    crashed = [t for t in traces("toc-crash") if t.crashed]
+@pytest.mark.parametrize("name", ["toc-crash", "toc-crash-5.10"])
+def test_toc_crash_flags_the_crashed_cpu_and_the_frame_that_carried_the_bad_toc(name):
+    found = findings(name)
+    (record,) = injected(name)
+    crashed = [t for t in traces(name) if t.crashed]
     assert [t.pid for t in crashed] == [record["pid"]], \
         "the crashed CPU must be running the injected thread"
     cpu = [f for f in found if f.kind == "crashed_cpu_toc_mismatch"]
@@ -105,5 +108,6 @@ def test_toc_crash_flags_the_crashed_cpu_and_the_frame_that_carried_the_bad_toc(
     assert not others, _describe(others)
 
 
-def test_crash_scenario_is_a_real_crash():
-    assert scenario("toc-crash").get("crashed") is True
+@pytest.mark.parametrize("name", ["toc-crash", "toc-crash-5.10"])
+def test_crash_scenario_is_a_real_crash(name):
+    assert scenario(name).get("crashed") is True

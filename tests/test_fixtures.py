@@ -45,7 +45,8 @@ NAMES = fixture_names()
 
 # every scenario vmcores/build makes has its committed fixture
 SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-hash", "settled-64k-hash",
-             "settled-6.1-hash", "stuck", "stacked", "toc-corrupt", "toc-crash", "nolivepatch"]
+             "settled-6.1-hash", "stuck", "stacked", "toc-corrupt", "toc-crash", "nolivepatch",
+             "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"]
 
 
 def test_fixtures_present():

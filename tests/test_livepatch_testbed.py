@@ -21,7 +21,8 @@ EXCLUDED = {"settled-hash"}
 
 # Every scenario the testbed issue defines, so a missing one fails instead of
 # silently dropping out of the parametrization.
-LIVEPATCH_SCENARIOS = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "toc-corrupt", "toc-crash"]
+LIVEPATCH_SCENARIOS = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "toc-corrupt", "toc-crash",
+                       "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"]
 NO_LIVEPATCH_SCENARIOS = ["nolivepatch"]
 
 
@@ -157,14 +158,15 @@ def _pids_by_comm(truth_dir, comm):
     return sorted(found)
 
 
-def test_stuck_transition_is_blocked_by_the_sleeping_task():
+@pytest.mark.parametrize("name", ["stuck", "stuck-5.10"])
+def test_stuck_transition_is_blocked_by_the_sleeping_task(name):
     # lpd_stuck sleeps forever inside lpd_stuck_func, which lpd_stuck_patch
     # replaces: the kernel's stack check (klp_check_stack_func) holds it back,
     # and every other task has switched.
     from lpdebug.triage import task_traces
 
-    s = scenario("stuck")
-    prog = open_scenario("stuck")
+    s = scenario(name)
+    prog = open_scenario(name)
     state = livepatch.livepatch_state(prog)
     assert state.transition.patch == "lpd_stuck_patch" and state.transition.target_state == "patched"
     stuck_pids = _pids_by_comm(s["truth"], "lpd_stuck")
