@@ -36,46 +36,79 @@ __all__ = (
     "enabled_functions_flags",
 )
 
-# --- flag tables ------------------------------------------------------------
+# --- flag facts -------------------------------------------------------------
+#
+# The kernel's own values come first: FTRACE_OPS_FL_* and FTRACE_FL_* are
+# anonymous enums in include/linux/ftrace.h, and GCC keeps them in the DWARF
+# (seen in every testbed vmlinux: Debian's 5.10.223, 6.1.192 and 6.12.117
+# sources built with gcc 12, DWARF 4 and 5; tests/test_ftrace_testbed.py checks
+# the tables below against them). The tables are the fallback for debug info
+# without the enum (a pruned or stripped DWARF). Each layout says where its
+# rows were read; a layout is chosen by type facts, each citing the kernel
+# change it detects.
 
-_OPS_COMMON_4_15 = [
+# FTRACE_OPS_FL_* layouts, index = bit.
+_OPS_4_15 = [
     "ENABLED", "DYNAMIC", "SAVE_REGS", "SAVE_REGS_IF_SUPPORTED", "RECURSION_SAFE",
     "STUB", "INITIALIZED", "DELETED", "ADDING", "REMOVING", "MODIFYING",
     "ALLOC_TRAMP", "IPMODIFY", "PID", "RCU", "TRACE_ARRAY",
 ]
-# FTRACE_OPS_FL_* bit numbers of the releases whose debug info lacks the
-# enum (kernel-internals.md, section 2). Index = bit.
 _OPS_TABLES = {
+    # v4.4 include/linux/ftrace.h: CONTROL at bit 2 (the perf per-cpu control
+    # ops); not rechecked against a 4.4 source here.
     "4.4": ["ENABLED", "DYNAMIC", "CONTROL", "SAVE_REGS", "SAVE_REGS_IF_SUPPORTED",
             "RECURSION_SAFE", "STUB", "INITIALIZED", "DELETED", "ADDING", "REMOVING",
             "MODIFYING", "ALLOC_TRAMP", "IPMODIFY", "PID"],
+    # v4.9 include/linux/ftrace.h: CONTROL renamed PER_CPU, RCU added at 15;
+    # not rechecked against a 4.9 source here.
     "4.9": ["ENABLED", "DYNAMIC", "PER_CPU", "SAVE_REGS", "SAVE_REGS_IF_SUPPORTED",
             "RECURSION_SAFE", "STUB", "INITIALIZED", "DELETED", "ADDING", "REMOVING",
             "MODIFYING", "ALLOC_TRAMP", "IPMODIFY", "PID", "RCU"],
-    "4.15": _OPS_COMMON_4_15,
-    "5.7": _OPS_COMMON_4_15 + ["PERMANENT", "DIRECT"],
-    "6.12": _OPS_COMMON_4_15 + ["PERMANENT", "DIRECT", "SUBOP"],
+    # b3a88803ac5b "ftrace: Kill FTRACE_OPS_FL_PER_CPU" (v4.15) moved every
+    # later bit down by one; TRACE_ARRAY took bit 15. Bits 0-15 equal 5.10.223's.
+    "4.15": _OPS_4_15,
+    # "ftrace: Introduce PERMANENT ftrace_ops flag" and "ftrace: Add
+    # register_ftrace_direct()" (v5.5) added PERMANENT 16 and DIRECT 17: read
+    # in Debian's 5.10.223 and 6.1.192 include/linux/ftrace.h.
+    "5.7": _OPS_4_15 + ["PERMANENT", "DIRECT"],
+    # Debian's 6.12.117 include/linux/ftrace.h: SUBOP 18 (with subop_list).
+    "6.12": _OPS_4_15 + ["PERMANENT", "DIRECT", "SUBOP"],
 }
 
-# FTRACE_FL_* of struct dyn_ftrace: (name, bit), newest bits last.
+# FTRACE_FL_* of struct dyn_ftrace: (name, bit), newest bits last. The bits
+# never moved; new ones were added below the old, and FTRACE_REF_MAX_SHIFT,
+# the lowest flag bit, went down with them. Read in Debian's 5.10.223 and
+# 6.1.192 (ENABLED 31 .. DIRECT_EN 23, shift 23) and 6.12.117 (.. MODIFIED 19,
+# shift 19) include/linux/ftrace.h.
 _REC_BITS = [
     ("ENABLED", 31), ("REGS", 30), ("REGS_EN", 29), ("TRAMP", 28), ("TRAMP_EN", 27),
     ("IPMODIFY", 26), ("DISABLED", 25), ("DIRECT", 24), ("DIRECT_EN", 23),
     ("CALL_OPS", 22), ("CALL_OPS_EN", 21), ("TOUCHED", 20), ("MODIFIED", 19),
 ]
-# Lowest flag bit = FTRACE_REF_MAX_SHIFT, by table.
-_REC_TABLES = {"4.4": 26, "4.9": 25, "5.7": 23, "6.3": 21, "6.4": 19}
+# Lowest flag bit (FTRACE_REF_MAX_SHIFT) by layout:
+_REC_TABLES = {
+    "4.4": 26,  # IPMODIFY 26 was the lowest; not rechecked against a 4.4 source here
+    "4.9": 25,  # DISABLED 25 added; not rechecked against a 4.9 source here
+    "5.7": 23,  # DIRECT 24, DIRECT_EN 23 (v5.5, with register_ftrace_direct()): 5.10.223, 6.1.192
+    "6.3": 21,  # CALL_OPS 22, CALL_OPS_EN 21 ("ftrace: Add DYNAMIC_FTRACE_WITH_CALL_OPS", v6.3)
+    "6.4": 19,  # TOUCHED 20, MODIFIED 19 (touched_functions, v6.4); 6.12.117 has 19..31
+}
 
 
 def _ops_table_name(prog: drgn.Program) -> str:
     has = lambda m: kernel.has_member(prog, "struct ftrace_ops", m)  # noqa: E731
-    if has("subop_list"):
+    if has("subop_list"):  # with SUBOP in 6.12.117 (absent in 6.1.192)
         return "6.12"
+    # ftrace_ops.list (fc0ea795f53c "ftrace: Add symbols for ftrace
+    # trampolines", v5.9) and ftrace_func_entry.direct (register_ftrace_direct(),
+    # v5.5) are both in 5.10.223, where PERMANENT and DIRECT are 16, 17.
     if has("list") or kernel.has_member(prog, "struct ftrace_func_entry", "direct"):
         return "5.7"
+    # ftrace_hash.flags is in the 4.15 layout and not in 4.9's (not rechecked
+    # against those sources here; 5.10.223 kernel/trace/trace.h has it)
     if kernel.has_member(prog, "struct ftrace_hash", "flags"):
         return "4.15"
-    if has("nr_trampolines"):
+    if has("nr_trampolines"):  # only 4.4's ftrace_ops has it
         return "4.4"
     return "4.9"
 
@@ -91,19 +124,23 @@ def ops_flag_bits(prog: drgn.Program) -> Dict[str, int]:
     else:
         bits = {name: 1 << i for i, name in enumerate(_OPS_TABLES[_ops_table_name(prog)])}
         if "RECURSION_SAFE" in bits and kernel.has_member(prog, "struct ftrace_ops", "ops_func"):
-            # Renamed (and inverted) in 5.11; ops_func tells 6.1+ at least.
+            # a25d036d939a "ftrace: Reverse what the RECURSION flag means in
+            # the ftrace_ops" (v5.11) renamed it RECURSION, same bit; ops_func
+            # tells a kernel after it (6.1.192 has both, 5.10.223 neither).
             bits["RECURSION"] = bits.pop("RECURSION_SAFE")
     prog.cache[key] = bits
     return bits
 
 
 def _rec_table_name(prog: drgn.Program) -> str:
-    # Without the enum in the debug info, tell the releases apart by
+    # Without the enum in the debug info, tell the layouts apart by the
     # functions that came with the new bits.
     if kernel.has_object(prog, "ftrace_touched_open") or kernel.has_object(prog, "touched_functions"):
         return "6.4"
     if kernel.has_object(prog, "ftrace_find_unique_ops"):
         return "6.3"
+    # ftrace_func_entry.direct is unconditional in 5.10.223; ftrace_find_rec_direct
+    # exists only with DYNAMIC_FTRACE_WITH_DIRECT_CALLS (x86 there)
     if kernel.has_member(prog, "struct ftrace_func_entry", "direct") or kernel.has_object(prog, "ftrace_find_rec_direct"):
         return "5.7"
     if kernel.has_member(prog, "struct ftrace_hash", "flags") or not kernel.has_member(prog, "struct ftrace_ops", "nr_trampolines"):
@@ -126,8 +163,20 @@ def record_flag_bits(prog: drgn.Program) -> Dict[str, int]:
     return bits
 
 
+def fallback_flag_bits(prog: drgn.Program) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """The (ops, record) flag bits the fallback tables give this kernel,
+    whatever its debug info holds: for checking the tables against the DWARF."""
+    ops = {name: 1 << i for i, name in enumerate(_OPS_TABLES[_ops_table_name(prog)])}
+    if "RECURSION_SAFE" in ops and kernel.has_member(prog, "struct ftrace_ops", "ops_func"):
+        ops["RECURSION"] = ops.pop("RECURSION_SAFE")
+    shift = _REC_TABLES[_rec_table_name(prog)]
+    return ops, {name: 1 << bit for name, bit in _REC_BITS if bit >= shift}
+
+
 def refcount_shift(prog: drgn.Program) -> int:
-    """FTRACE_REF_MAX_SHIFT: the reference count is ``flags & ((1 << shift) - 1)``."""
+    """FTRACE_REF_MAX_SHIFT: the reference count is ``flags & ((1 << shift) - 1)``.
+    A #define, so not in the DWARF: it is the lowest flag bit (23 in 5.10.223
+    and 6.1.192, 19 in 6.12.117, each the lowest FTRACE_FL_* there)."""
     bits = record_flag_bits(prog)
     return min(mask.bit_length() - 1 for mask in bits.values()) if bits else 0
 

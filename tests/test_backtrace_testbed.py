@@ -405,3 +405,42 @@ def test_livepatch_callers_call_the_patched_function(name):
                 f"follows a call of {called and hex(called)}, not of {sorted(map(hex, olds))}")
             checked += 1
     assert checked > 0, f"{name}: no caller was restored from a livepatch stack"
+
+
+CRASH_SCENARIOS = ["toc-crash", "toc-crash-5.10"]
+
+
+def _crashed_trace(name: str):
+    crashed = [t for t in traces(name) if t.crashed]
+    assert len(crashed) == 1, f"{name}: {len(crashed)} crashed tasks"
+    return crashed[0]
+
+
+@pytest.mark.parametrize("name", CRASH_SCENARIOS)
+def test_crashed_task_backtrace_equals_the_oops_on_the_console(name):
+    """The crashed task's true backtrace is the one the kernel's own oops
+    printed (tests/oops.py): same functions, offsets, modules and stack
+    pointers, frame for frame."""
+    from oops import oops_frames
+
+    with open(scenario(name)["console"], errors="replace") as f:
+        want = oops_frames(f.read())
+    trace = _crashed_trace(name)
+    assert trace.cpu_unwind == "exception", "an oops saves its exception frame in the crash note"
+    got = [(f.symbol, f.offset, f.module) for f in trace.frames]
+    assert got == [w.key() for w in want], f"{name}: ours {got}\noops {[w.key() for w in want]}"
+    assert [f.sp for f in trace.frames] == [w.sp if w.sp is not None else f.sp
+                                           for f, w in zip(trace.frames, want)]
+
+
+@pytest.mark.parametrize("name, drgn_start", [("toc-crash", "nip"), ("toc-crash-5.10", "link")])
+def test_drgn_starts_its_crash_note_trace_where_its_release_list_says(name, drgn_start):
+    """drgn's own trace of the crashed thread (from the vmcore's NT_PRSTATUS)
+    starts at nip on 6.12 and at link on 5.10, which its release list
+    (libdrgn/arch_ppc64.c) takes for a kernel without b684c09f09e7; the oops
+    (previous test) shows nip is right on both, which lpdebug follows."""
+    prog = program(name)
+    trace = _crashed_trace(name)
+    drgn_frames = prog.crashed_thread().stack_trace()
+    assert drgn_frames[0].pc == trace.cpu_registers[drgn_start]
+    assert trace.frames[0].pc == trace.cpu_registers["nip"] != trace.cpu_registers["link"]

@@ -270,3 +270,18 @@ def test_sample_cli_paths(capsys):
     assert sample.main(["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert os.path.isfile(out["vmcore"])
+
+
+@pytest.mark.parametrize("name", ["toc-crash", "toc-crash-5.10"])
+def test_crashed_task_backtrace_equals_the_oops(name):
+    """The crashed task's frames in the fixture's JSON are those of the oops
+    the kernel printed to its console (kept as truth/console.log)."""
+    from oops import oops_frames
+
+    console = truth(name).get("console.log")
+    assert console, f"fixture {name} has no truth/console.log: regenerate it with minimize.py {name}"
+    want = oops_frames(console.decode(errors="replace"))
+    (task,) = [t for t in doc(name)["tasks"] if t["crashed"]]
+    got = [(f["symbol"], f["offset"], f["module"]) for f in task["frames"]]
+    assert got == [w.key() for w in want]
+    assert all(w.sp is None or w.sp == f["sp"] for f, w in zip(task["frames"], want))

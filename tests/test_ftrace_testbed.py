@@ -103,3 +103,20 @@ def _patched_functions(truth_dir):
             if os.path.isdir(odir) and open(os.path.join(odir, "patched")).read().strip() == "1":
                 names.update(d.split(",")[0] for d in os.listdir(odir) if os.path.isdir(os.path.join(odir, d)))
     return sorted(names)
+
+
+# Kernels built by the testbed, one scenario each (nolivepatch is Debian's own 6.1).
+KERNEL_SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-5.10", "nolivepatch"]
+
+
+@pytest.mark.parametrize("name", KERNEL_SCENARIOS)
+def test_fallback_flag_tables_equal_the_kernels_dwarf(name):
+    """The fallback tables, chosen by type facts, give exactly the enums the
+    kernel's own DWARF holds (the tables' rows for 5.10, 6.1 and 6.12)."""
+    from lpdebug import kernel
+
+    prog = open_scenario(name)
+    ops = {n[len("FTRACE_OPS_FL_"):]: v for n, v in kernel.enum_values(prog, "FTRACE_OPS_FL_").items()}
+    recs = {n[len("FTRACE_FL_"):]: v for n, v in kernel.enum_values(prog, "FTRACE_FL_").items()}
+    assert ops and recs, f"{name}: the DWARF has no FTRACE_OPS_FL_/FTRACE_FL_ enum"
+    assert ftrace.fallback_flag_bits(prog) == (ops, recs)

@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = os.environ.get("LPDEBUG_MANIFEST",
                           os.path.join(REPO, "vmcores", "out", "manifest.json"))
 
-PATH_FIELDS = ("vmcore", "vmlinux", "vmcoreinfo", "truth")
+PATH_FIELDS = ("vmcore", "vmlinux", "vmcoreinfo", "truth", "console")
 
 
 class TestbedMissing(AssertionError):
