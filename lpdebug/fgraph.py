@@ -56,7 +56,7 @@ __all__ = (
     "return_to_handler_address",
 )
 
-# FTRACE_RETFUNC_DEPTH: the array layout's capacity; unchanged from 2.6 to 6.10.
+# FTRACE_RETFUNC_DEPTH: the array layout's capacity (include/linux/ftrace.h: 50 in 5.10.223 and 6.1.192).
 ARRAY_CAPACITY = 50
 # FTRACE_NOTRACE_DEPTH: bias subtracted from curr_ret_stack (kernels <= 4.19).
 NOTRACE_BIAS = 65536
@@ -266,8 +266,8 @@ def fgraph_ret_addr(entries: List[FgraphEntry], ret: int, retp: Optional[int],
     newest entry whose ``retp`` equals ``retp`` and whose ``ret`` is not
     itself ``return_to_handler`` (a tail call leaves such an entry above the
     real one), and move the cursor below it. That is the 6.11+ kernel's walk.
-    The 6.1-6.10 kernels scan from the oldest entry instead, without a
-    cursor; the two only differ where two entries share a retp, which
+    The 5.10-6.10 kernels scan from the oldest entry instead, without a
+    cursor (kernel/trace/fgraph.c in 5.10.223 and 6.1.192); the two only differ where two entries share a retp, which
     happens for a function replaced through ``livepatch_handler`` (the
     replaced and the replacement function are both entered with the caller's
     r1). There the newest-first walk gives ``livepatch_handler``'s return
@@ -304,7 +304,9 @@ def fgraph_ret_addr(entries: List[FgraphEntry], ret: int, retp: Optional[int],
 
 
 def records_retp(prog: drgn.Program) -> bool:
-    """Whether ``struct ftrace_ret_stack`` has ``retp`` (powerpc 5.4+)."""
+    """Whether ``struct ftrace_ret_stack`` has ``retp``: under
+    HAVE_FUNCTION_GRAPH_RET_ADDR_PTR, which powerpc's asm/ftrace.h defines in
+    5.4.18 and 5.10.223, not in 5.3.1."""
     try:
         return prog.type("struct ftrace_ret_stack").has_member("retp")
     except LookupError:

@@ -76,6 +76,10 @@ def _thread_info(task: drgn.Object) -> drgn.Object:
 
 
 def _empty_stack_base(task: drgn.Object, stack: int) -> int:
+    # klp_init_thread_info() (arch/powerpc/include/asm/livepatch.h): with
+    # THREAD_INFO_IN_TASK, livepatch_sp = end_of_stack(p) + 1, one word past
+    # the STACK_END_MAGIC at the stack's base (5.10.223 and 6.12.117); before,
+    # (unsigned long *)(ti + 1) + 1, past thread_info at the base of the stack.
     if thread_info_in_task(task.prog_):
         return stack + WORD
     return stack + drgn.sizeof(task.prog_.type("struct thread_info")) + WORD

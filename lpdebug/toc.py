@@ -135,6 +135,9 @@ def module_sections(mod: drgn.Object) -> Iterator[Tuple[str, int]]:
     if not attrs:
         return
     count = attrs.nsections.value_()
+    # The name is battr.attr.name since ed66f991bb19 "module: Refactor section
+    # attr into bin attribute" (v5.8, in 5.7.14 and 5.10.223 kernel/module.c),
+    # a char *name beside mattr before.
     with_battr = has_member(mod.prog_, "struct module_sect_attr", "battr")
     for i in range(count):
         attr = attrs.attrs[i]
@@ -154,6 +157,9 @@ def module_toc(mod: drgn.Object) -> ModuleToc:
     """
     prog = mod.prog_
     name = _module_name(mod)
+    # mod->arch.toc held the TOC itself up to 4.15; 5.10.223 and 6.12.117 keep
+    # toc_section (an ELF section index, useless once the headers are freed)
+    # and compute my_r2() = (sh_addr & ~0xff) + 0x8000 in module_64.c.
     if has_member(prog, "struct mod_arch_specific", "toc"):
         return ModuleToc(name, mod.arch.toc.value_(), "arch.toc")
     if (has_member(prog, "struct mod_arch_specific", "got_section")

@@ -48,6 +48,7 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...: poll until COMMAND succe
 transition_done() { [ "$(cat /sys/kernel/livepatch/$1/transition 2>/dev/null)" = 0 ]; }
 in_transition() { [ "$(cat /sys/kernel/livepatch/$1/transition 2>/dev/null)" = 1 ]; }
 stack_has() { grep -q "$2" /proc/$1/stack 2>/dev/null; }
+stack_hooked() { grep -qE 'mcount|return_to_handler' /proc/$1/stack 2>/dev/null; }
 
 wait_patched() { wait_for 120 "livepatch $1 transition" transition_done $1; say "patch $1 settled"; }
 
@@ -79,8 +80,9 @@ sleeping() { [ "$(cut -d' ' -f3 /proc/$1/stat)" = S ]; }
 kick() { # kick COMM: SIGUSR1 to the lpd kthread COMM, which returns from its sleep and sleeps again
 	for p in $(pid_of $1); do
 		kill -USR1 $p || fail "kill -USR1 $1"
-		# hooked returns print as mcount+0x10 in /proc/PID/stack
-		wait_for 60 "$1 asleep again under function_graph" stack_has $p mcount
+		# hooked returns print as mcount+0x10 (6.1, 6.12) or return_to_handler+0x0 (5.10, where it is a
+		# _GLOBAL symbol of its own in trace/ftrace_64.S) in /proc/PID/stack
+		wait_for 60 "$1 asleep again under function_graph" stack_hooked $p
 		wait_for 60 "$1 asleep" sleeping $p
 		usleep 500000
 		say "$1 ($p) re-entered its sleep under function_graph"
