@@ -72,6 +72,8 @@ _ARRAY_LIMIT = 100_000
 
 def list_layout(prog: drgn.Program) -> str:
     """``"list"`` (5.2+: obj_list/func_list) or ``"array"`` (older kernels)."""
+    # obj_list/func_list (with nop and dynamic objects) came with e1452b607c48
+    # "livepatch: Add atomic replace" (v5.1); 5.10.223 include/linux/livepatch.h has them.
     return "list" if kernel.has_member(prog, "struct klp_patch", "obj_list") else "array"
 
 
@@ -161,7 +163,8 @@ def klp_func_stack(ops: drgn.Object, errors: Optional[List[str]] = None) -> Iter
 
 
 def klp_state_entries(patch: drgn.Object, errors: Optional[List[str]] = None) -> List[KlpState]:
-    """The ``patch->states`` array (5.5+), up to the entry with id 0."""
+    """The ``patch->states`` array, up to the entry with id 0: "livepatch:
+    Basic API to track system state changes" (v5.5); 5.10.223 has it."""
     prog = patch.prog_
     if not kernel.has_member(prog, "struct klp_patch", "states"):
         return []
@@ -278,6 +281,8 @@ def _string(ptr: drgn.Object) -> Optional[str]:
 def _func_model(func: drgn.Object, sym: Symbolizer) -> KlpFunc:
     prog = func.prog_
     has = lambda m: kernel.has_member(prog, "struct klp_func", m)  # noqa: E731
+    # "livepatch: Change unsigned long old_addr -> void *old_func in struct
+    # klp_func" (v5.1); patched/transition replaced enum klp_state in 4.12.
     old_addr = func.old_func.value_() if has("old_func") else func.old_addr.value_()
     new_addr = func.new_func.value_()
     if has("patched"):
