@@ -466,9 +466,13 @@ def ftrace_records(
     if ops is None:
         ops = ftrace_ops(prog, errs)
     ops_bits = ops_flag_bits(prog)
+    # A record's reference count counts every ENABLED ops whose hashes select
+    # it (__ftrace_hash_rec_update(), kernel/trace/ftrace.c, 5.10.223 and
+    # 6.12.117), STUB ops included: 5.10's function-graph graph_ops is a STUB
+    # (fgraph.c) and holds a reference on every record it traces.
     ops_sets = [
         (o.address, set(o.filter), set(o.notrace)) for o in ops
-        if o.flags_raw & ops_bits.get("ENABLED", 0) and not o.flags_raw & ops_bits.get("STUB", 0)
+        if o.flags_raw & ops_bits.get("ENABLED", 0)
     ]
     attached = _ops_matcher(ops_sets)
     result = []

@@ -187,11 +187,37 @@ def load_debug_info(
             )
     _add_hash_mmu_segments(prog, warnings)
     if module_files or default:
+        _unrename_module_init_sections(prog)
         _load(prog, module_files, default=default, main=False, warnings=warnings)
         _forget_cached_facts(prog)
     warnings.extend(_unmatched_module_files(prog, module_files))
     target_warnings(prog).extend(warnings)
     return warnings
+
+
+def _unrename_module_init_sections(prog: drgn.Program) -> None:
+    """
+    ppc64 kernels before d4be60fe66b7 ("powerpc/module_64: use
+    module_init_section instead of patching names"; 5.10.223 still
+    renames, 6.1.192 does not) keep a module's ``.init*`` sections, renamed
+    ``_init*`` by module_frob_arch_sections(), in its core memory for good.
+    ``mod->sect_attrs`` then names them ``_init.text``..., which match no
+    section of the .ko file, so drgn would leave the module's ``__init``
+    functions without an address (and their ftrace records, which stay, would
+    be named after the function before them). Give drgn the file's names too.
+    """
+    if not kernel.is_ppc64(prog):
+        return
+    try:
+        for module, _ in prog.loaded_modules():
+            if not isinstance(module, drgn.RelocatableModule) or module.debug_file_path:
+                continue
+            addresses = module.section_addresses
+            for name, address in list(addresses.items()):
+                if name.startswith("_init") and "." + name[1:] not in addresses:
+                    addresses["." + name[1:]] = address
+    except (drgn.FaultError, LookupError, ValueError, NotImplementedError):
+        pass  # drgn then finds the modules itself, as before
 
 
 def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool, warnings: List[str]) -> None:

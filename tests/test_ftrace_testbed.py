@@ -96,11 +96,22 @@ def _patched_functions(truth_dir):
     root = os.path.join(truth_dir, "sys_kernel_livepatch")
     if not os.path.isdir(root):
         return []
+    with open(os.path.join(truth_dir, "modules")) as f:
+        loaded = {line.split()[0] for line in f if line.strip()}
     names = set()
     for patch in os.listdir(root):
         for obj in os.listdir(os.path.join(root, patch)):
             odir = os.path.join(root, patch, obj)
-            if os.path.isdir(odir) and open(os.path.join(odir, "patched")).read().strip() == "1":
+            if not os.path.isdir(odir):
+                continue
+            flag = os.path.join(odir, "patched")
+            if os.path.exists(flag):
+                patched = open(flag).read().strip() == "1"
+            else:
+                # no `patched` attribute before 6.1 (5.10.223): an object of an enabled, settled
+                # patch is patched when its module is loaded (vmlinux always is)
+                patched = obj == "vmlinux" or obj in loaded
+            if patched:
                 names.update(d.split(",")[0] for d in os.listdir(odir) if os.path.isdir(os.path.join(odir, d)))
     return sorted(names)
 

@@ -52,9 +52,12 @@ def sysfs_view(truth_dir):
             if not os.path.isdir(odir):
                 continue
             entry["objects"][obj] = {
-                "patched": _read_flag(os.path.join(odir, "patched")),
                 "funcs": sorted(d for d in os.listdir(odir) if os.path.isdir(os.path.join(odir, d))),
             }
+            # the object's `patched` attribute is absent from 5.10.223's kernel/livepatch/core.c
+            # (6.1.192 has it): compare it where the kernel shows it
+            if os.path.exists(os.path.join(odir, "patched")):
+                entry["objects"][obj]["patched"] = _read_flag(os.path.join(odir, "patched"))
         view[patch] = entry
     return view
 
@@ -84,6 +87,9 @@ def our_view(state, truth=None):
             for attr in ("enabled", "transition", "replace"):
                 if attr not in truth[name]:
                     del entry[attr]
+            for obj, content in entry["objects"].items():
+                if "patched" not in truth[name]["objects"].get(obj, {"patched": None}):
+                    del content["patched"]
     return view
 
 
