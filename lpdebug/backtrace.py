@@ -159,8 +159,8 @@ def _start_registers(prog: drgn.Program, regs: Dict[str, int],
     if start.pc == regs["nip"]:
         return saved
     data = bytearray(saved.to_bytes_())
-    order = "little" if prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN else "big"
-    data[PT_REGS_NIP * 8:PT_REGS_NIP * 8 + 8] = start.pc.to_bytes(8, order)
+    little = bool(prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+    data[PT_REGS_NIP * 8:PT_REGS_NIP * 8 + 8] = start.pc.to_bytes(8, "little" if little else "big")
     return drgn.Object.from_bytes_(prog, saved.type_, data)
 
 
@@ -180,7 +180,7 @@ def _physical_frames(task: drgn.Object, errors: List[str],
     except (ValueError, LookupError, *_UNREADABLE) as e:
         errors.append(f"no stack trace: {e}")
         return []
-    frames = []
+    frames: List[Tuple[int, int, bool]] = []
     for frame in trace:
         if frame.is_inline:
             continue

@@ -130,7 +130,7 @@ def crashed_cpus(prog: drgn.Program) -> Dict[int, Dict[str, int]]:
     """Every CPU with saved crash registers: ``{cpu: cpu_registers(prog, cpu)}``."""
     from drgn.helpers.linux.cpumask import for_each_possible_cpu
 
-    result = {}
+    result: Dict[int, Dict[str, int]] = {}
     try:
         cpus = list(for_each_possible_cpu(prog))
     except (LookupError, *_UNREADABLE):
