@@ -127,7 +127,7 @@ import signal
 import subprocess
 import time
 
-QMP_SCENARIOS = ["settled", "settled-6.1"]  # 6.1 needs the linear-map segment
+QMP_SCENARIOS = ["settled", "settled-6.1", "settled-5.10"]  # 6.1 and 5.10 need the linear-map segment
 
 
 def _boot(s, workdir):
