@@ -73,3 +73,39 @@ def oops_frames(console: str) -> List[OopsFrame]:
                 frames.append(OopsFrame(e.group("sym"), int(e.group("off"), 16), e.group("mod"), sp))
         return frames
     raise AssertionError("no oops (NIP [...] line) on the console")
+
+
+@dataclass
+class TraceEntry:
+    sp: int
+    symbol: str  # the real return address's symbol where the graph tracer hooked it
+    offset: int
+    module: Optional[str]
+
+    def key(self) -> Tuple[str, int, Optional[str]]:
+        return (self.symbol, self.offset, self.module)
+
+
+def call_trace_after(console: str, marker: str) -> List[TraceEntry]:
+    """Every line of the first ``Call Trace:`` printed after the first line
+    containing ``marker`` (e.g. ``dump_stack()`` in ``panic()``, after
+    "Kernel panic - not syncing"), the ``(unreliable)`` first line included."""
+    lines = console.splitlines()
+    start = next((i for i, line in enumerate(lines) if marker in line), None)
+    if start is None:
+        raise AssertionError(f"no {marker!r} on the console")
+    j = next((k for k in range(start, len(lines)) if CALL_TRACE.match(lines[k])), None)
+    if j is None:
+        raise AssertionError(f"no Call Trace after {marker!r}")
+    entries = []
+    for line in lines[j + 1:]:
+        e = ENTRY.match(line)
+        if e is None:
+            break
+        if e.group("real"):
+            entries.append(TraceEntry(int(e.group("sp"), 16), e.group("real"),
+                                      int(e.group("realoff"), 16), e.group("realmod")))
+        else:
+            entries.append(TraceEntry(int(e.group("sp"), 16), e.group("sym"), int(e.group("off"), 16),
+                                      e.group("mod")))
+    return entries

@@ -60,7 +60,8 @@ pytestmark = pytest.mark.testbed
 
 # settled-hash belongs to the hash-MMU work; every other scenario is covered.
 SCENARIOS = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "toc-corrupt",
-             "toc-crash", "nolivepatch", "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"]
+             "toc-crash", "nolivepatch", "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10",
+             "panic-5.10"]
 
 _PROGRAMS: Dict[str, object] = {}
 _TRACES: Dict[str, list] = {}
@@ -377,7 +378,8 @@ def _called_from(prog, return_address: int) -> Optional[int]:
 
 
 @pytest.mark.parametrize("name", ["settled", "stuck", "stacked", "toc-corrupt", "toc-crash",
-                                  "settled-6.1", "settled-64k", "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"])
+                                  "settled-6.1", "settled-64k", "settled-5.10", "stuck-5.10",
+                                  "toc-corrupt-5.10", "toc-crash-5.10", "panic-5.10"])
 def test_livepatch_callers_call_the_patched_function(name):
     """
     Every caller restored from the livepatch stack returns right after a call
@@ -444,3 +446,25 @@ def test_drgn_starts_its_crash_note_trace_where_its_release_list_says(name, drgn
     drgn_frames = prog.crashed_thread().stack_trace()
     assert drgn_frames[0].pc == trace.cpu_registers[drgn_start]
     assert trace.frames[0].pc == trace.cpu_registers["nip"] != trace.cpu_registers["link"]
+
+
+def test_panic_backtrace_equals_the_panic_stack_dump_on_the_console():
+    """A panic() without an exception frame (sysrq c): the crash note comes
+    from ppc_save_regs() in __crash_kexec(), so the true backtrace starts
+    there ("saved"); from panic() outward it is the stack panic()'s
+    dump_stack() printed: the same frames (stack pointers) and, beyond panic,
+    the same return addresses. drgn, by its release list, starts at link."""
+    from oops import call_trace_after
+
+    name = "panic-5.10"
+    with open(scenario(name)["console"], errors="replace") as f:
+        dump = call_trace_after(f.read(), "Kernel panic - not syncing")
+    trace = _crashed_trace(name)
+    assert trace.cpu_unwind == "saved" and trace.cpu_registers["trap"] == 0
+    assert trace.frames[0].symbol == "__crash_kexec" and trace.frames[0].sp == trace.cpu_registers["r1"]
+    first = next(i for i, e in enumerate(dump) if e.symbol == "panic")
+    want, got = dump[first:], trace.frames[1:]
+    assert [(f.symbol, f.sp) for f in got] == [(e.symbol, e.sp) for e in want], (got, want)
+    assert [(f.symbol, f.offset, f.module) for f in got[1:]] == [e.key() for e in want[1:]]
+    drgn_frames = program(name).crashed_thread().stack_trace()
+    assert drgn_frames[0].pc == trace.cpu_registers["link"] != trace.frames[0].pc

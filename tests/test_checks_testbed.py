@@ -24,7 +24,7 @@ from testbed import scenario
 pytestmark = pytest.mark.testbed
 
 CLEAN = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "nolivepatch", "settled-5.10",
-         "stuck-5.10"]
+         "stuck-5.10", "panic-5.10"]
 INJECTED_KIND = {"frame_toc": "frame_toc_mismatch",
                  "livepatch_stack_toc": "livepatch_stack_toc_mismatch"}
 
@@ -108,6 +108,6 @@ def test_toc_crash_flags_the_crashed_cpu_and_the_frame_that_carried_the_bad_toc(
     assert not others, _describe(others)
 
 
-@pytest.mark.parametrize("name", ["toc-crash", "toc-crash-5.10"])
+@pytest.mark.parametrize("name", ["toc-crash", "toc-crash-5.10", "panic-5.10"])
 def test_crash_scenario_is_a_real_crash(name):
     assert scenario(name).get("crashed") is True

@@ -19,7 +19,8 @@ from test_triage_schema import validate_triage
 COMMANDS = ["patches", "ops", "records", "bt", "stacks", "toc", "triage"]
 # Every scenario of the testbed except settled-hash, which the hash-MMU issue covers.
 SCENARIOS = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "toc-corrupt",
-             "toc-crash", "nolivepatch", "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"]
+             "toc-crash", "nolivepatch", "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10",
+             "panic-5.10"]
 
 
 def run_cli(*args, timeout=900):

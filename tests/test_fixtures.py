@@ -46,7 +46,8 @@ NAMES = fixture_names()
 # every scenario vmcores/build makes has its committed fixture
 SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-hash", "settled-64k-hash",
              "settled-6.1-hash", "stuck", "stacked", "toc-corrupt", "toc-crash", "nolivepatch",
-             "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"]
+             "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10",
+             "panic-5.10"]
 
 
 def test_fixtures_present():
@@ -285,3 +286,21 @@ def test_crashed_task_backtrace_equals_the_oops(name):
     got = [(f["symbol"], f["offset"], f["module"]) for f in task["frames"]]
     assert got == [w.key() for w in want]
     assert all(w.sp is None or w.sp == f["sp"] for f, w in zip(task["frames"], want))
+
+
+def test_panic_backtrace_equals_the_panic_stack_dump():
+    """panic() without an exception frame (sysrq c on 5.10): the crash note
+    comes from ppc_save_regs(); from panic() outward the frames are those of
+    the stack panic()'s dump_stack() printed (truth/console.log)."""
+    from oops import call_trace_after
+
+    name = "panic-5.10"
+    console = truth(name).get("console.log")
+    assert console, f"fixture {name} has no truth/console.log: regenerate it with minimize.py {name}"
+    dump = call_trace_after(console.decode(errors="replace"), "Kernel panic - not syncing")
+    (task,) = [t for t in doc(name)["tasks"] if t["crashed"]]
+    assert task["cpu_registers"]["trap"] == 0 and task["frames"][0]["symbol"] == "__crash_kexec"
+    first = next(i for i, e in enumerate(dump) if e.symbol == "panic")
+    want, got = dump[first:], task["frames"][1:]
+    assert [(f["symbol"], f["sp"]) for f in got] == [(e.symbol, e.sp) for e in want]
+    assert [(f["symbol"], f["offset"], f["module"]) for f in got[1:]] == [e.key() for e in want[1:]]

@@ -27,7 +27,8 @@ import minimize  # noqa: E402
 # every scenario vmcores/build makes
 SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-hash", "settled-64k-hash",
              "settled-6.1-hash", "stuck", "stacked", "toc-corrupt", "toc-crash", "nolivepatch",
-             "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"]
+             "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10",
+             "panic-5.10"]
 
 
 @pytest.fixture(scope="session")

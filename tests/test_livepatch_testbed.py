@@ -22,7 +22,7 @@ EXCLUDED = {"settled-hash"}
 # Every scenario the testbed issue defines, so a missing one fails instead of
 # silently dropping out of the parametrization.
 LIVEPATCH_SCENARIOS = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "toc-corrupt", "toc-crash",
-                       "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"]
+                       "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10", "panic-5.10"]
 NO_LIVEPATCH_SCENARIOS = ["nolivepatch"]
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.testbed
 # every scenario of the testbed issue
 SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-hash", "settled-64k-hash", "settled-6.1-hash",
              "stuck", "stacked", "toc-corrupt", "toc-crash", "nolivepatch",
-             "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"]
+             "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10", "panic-5.10"]
 LIVEPATCH_SCENARIOS = [s for s in SCENARIOS if s != "nolivepatch"]
 INJECTED_SCENARIOS = ["toc-corrupt", "toc-crash", "toc-corrupt-5.10", "toc-crash-5.10"]
 FIELDS = ["name", "kernel_release", "mmu", "page_size", "vmcore", "vmlinux", "modules", "vmcoreinfo", "truth",

@@ -22,7 +22,8 @@ from testbed import truth
 pytestmark = pytest.mark.testbed
 
 SCENARIOS = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "toc-corrupt",
-             "toc-crash", "nolivepatch", "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10"]
+             "toc-crash", "nolivepatch", "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10",
+             "panic-5.10"]
 
 
 def guest_tocs(name: str):
