@@ -3,8 +3,9 @@ Synthetic tests of where a crash note's unwind starts
 (:func:`lpdebug.crash_notes.unwind_start`), for the layout no testbed kernel
 writes: ``ppc_save_regs()`` before kernel commit b684c09f09e7 (v6.5, and its
 stable backports: Debian's 5.10.223 and 6.1 have it), which saved r1 one
-frame up. The exception-frame and fixed layouts are shown on the real
-toc-crash captures (tests/test_backtrace_testbed.py).
+frame up. The exception-frame layout is shown on the real toc-crash and
+toc-crash-5.10 captures, the fixed ppc_save_regs() one on panic-5.10
+(tests/test_backtrace_testbed.py).
 """
 
 from __future__ import annotations
