@@ -15,7 +15,7 @@ exception frame (an oops: ``oops_end()`` calls ``crash_kexec(regs)``; the
 other CPUs: ``crash_ipi_callback(regs)``) copies that frame, so ``nip`` and
 ``r1`` are the interrupted instruction and its stack pointer on every kernel,
 and ``trap`` is the exception vector. A crash without one (``panic()``, e.g.
-``echo c > /proc/sysrq-trigger`` on older kernels) calls ``ppc_save_regs()``,
+``echo c > /proc/sysrq-trigger``, drivers/tty/sysrq.c) calls ``ppc_save_regs()``,
 which writes ``trap`` = 0 and saves ``nip`` = its return address. Before
 kernel commit b684c09f09e7 ("powerpc: update ppc_save_regs to save current
 r1 in pt_regs", v6.5; backported to 6.4.4, 6.3.13, 6.1.39, 5.15.121 and
@@ -30,7 +30,10 @@ kernel's oops it drops the function that faulted. lpdebug reads the notes
 itself and decides from the note: ``trap`` != 0 or a coherent ``r1`` starts
 at ``nip``; a ``ppc_save_regs()`` note whose ``r1`` frame holds ``link`` in its
 LR save word (the pre-b684c09f09e7 layout) starts at ``link``, as drgn does,
-since ``nip``'s own frame was not saved.
+since ``nip``'s own frame was not saved. The testbed shows both real layouts
+against the kernel's own console: the oopses of toc-crash (6.12) and
+toc-crash-5.10, and the panic() of panic-5.10, where drgn's trace starts at
+``link`` (return_to_handler there) and lpdebug's at ``__crash_kexec``.
 """
 
 from __future__ import annotations
