@@ -39,7 +39,7 @@ def open_program(argv):
 
 def main(argv):
     prog = open_program(argv)
-    symbols.invalidate(prog)
+    kernel.invalidate(prog)
     timings = {}
     t0 = time.perf_counter()
     records = ftrace.ftrace_records(prog, all_records=True, timings=timings)

@@ -71,7 +71,6 @@ PREFIX = "lp-"
 # chunks and keep them for the duration of one command (the target is
 # stopped while a command runs; it may run between commands).
 _CHUNK = 4096
-_KERNEL_SPACE = 0xC000000000000000
 
 
 class _GdbMemory:
@@ -140,7 +139,7 @@ class _Session:
         if self.prog is None:
             self.prog = self._build()
         else:
-            from lpdebug.symbols import invalidate
+            from lpdebug.kernel import invalidate
 
             # Modules may have come and gone while the target ran.
             invalidate(self.prog)
@@ -150,6 +149,7 @@ class _Session:
         import drgn
 
         from lpdebug import target
+        from lpdebug.kernel import LINEAR_MAP_BASE, LINEAR_MAP_MIN_SIZE
 
         if gdb.selected_inferior().pid == 0 and not gdb.selected_inferior().threads():
             raise UsageError("gdb is not connected to a target: 'target remote :PORT' first")
@@ -162,11 +162,11 @@ class _Session:
         def read_physical(address: int, count: int, offset: int, physical: bool) -> bytes:
             # The gdbstub reads virtual addresses; physical memory is the
             # linear map.
-            return memory.read(_KERNEL_SPACE + address, count)
+            return memory.read(LINEAR_MAP_BASE + address, count)
 
         def add_segments(prog: Any) -> None:
-            prog.add_memory_segment(_KERNEL_SPACE, (1 << 64) - _KERNEL_SPACE, read_virtual)
-            prog.add_memory_segment(0, target.LINEAR_MAP_MAX, read_physical, True)
+            prog.add_memory_segment(LINEAR_MAP_BASE, (1 << 64) - LINEAR_MAP_BASE, read_virtual)
+            prog.add_memory_segment(0, LINEAR_MAP_MIN_SIZE, read_physical, True)
 
         return target.open_memory_readers(vmlinux, add_segments, self.module_files(vmlinux))
 
@@ -228,13 +228,12 @@ gdb with add-symbol-file are used without this."""
         _session.extra_debug_info.extend(paths)
         if _session.prog is not None:
             from lpdebug import target
-            from lpdebug.symbols import invalidate
 
             try:
+                # Drops every cached fact of the program, the Symbolizer included.
                 target.load_debug_info(_session.prog, paths, default=False)
             except LpdebugError as e:
                 raise gdb.GdbError(f"lp-symbols: {e}") from None
-            invalidate(_session.prog)
 
 
 def _register() -> None:

@@ -64,7 +64,7 @@ import drgn
 from .crash_notes import CrashStart, cpu_registers, unwind_start
 from .fgraph import FgraphCursor, fgraph_ret_addr, read_ret_stack, records_retp, \
     return_to_handler_address
-from .kernel import elf_abi, has_member, toc_save_offset
+from .kernel import cached_fact, elf_abi, has_member, toc_save_offset
 from .livepatch_stack import livepatch_stack
 from .model import CpuStop, FgraphEntry, Frame, LivepatchStackEntry, TaskTrace
 from .ppc64 import (MSR_PR, PT_REGS_NIP, STUB_ENTRY_SIZE, STUB_MAGIC, STUB_MAGIC_OFFSET,
@@ -290,11 +290,11 @@ class _Context:
 
 
 def _context(prog: drgn.Program, symbolizer: Optional[Symbolizer]) -> _Context:
-    key = "lpdebug.backtrace.context"
-    ctx = prog.cache.get(key)
-    if ctx is None or (symbolizer is not None and ctx.symbolizer is not symbolizer):
+    # A fact of the program: kernel.invalidate() drops it with the Symbolizer
+    # it holds, so a context never outlives its Symbolizer.
+    ctx = cached_fact(prog, ("lpdebug.backtrace", "context"), lambda: _Context(prog, symbolizer))
+    if symbolizer is not None and ctx.symbolizer is not symbolizer:
         ctx = _Context(prog, symbolizer)
-        prog.cache[key] = ctx
     return ctx
 
 

@@ -113,11 +113,9 @@ def _ops_table_name(prog: drgn.Program) -> str:
     return "4.9"
 
 
+@kernel.cached
 def ops_flag_bits(prog: drgn.Program) -> Dict[str, int]:
     """``{name: mask}`` of FTRACE_OPS_FL_* for this kernel (prefix stripped)."""
-    key = ("lpdebug.ftrace", "ops_bits")
-    if key in prog.cache:
-        return prog.cache[key]
     enum = kernel.enum_values(prog, "FTRACE_OPS_FL_")
     if enum:
         bits = {name[len("FTRACE_OPS_FL_"):]: value for name, value in enum.items()}
@@ -128,7 +126,6 @@ def ops_flag_bits(prog: drgn.Program) -> Dict[str, int]:
             # the ftrace_ops" (v5.11) renamed it RECURSION, same bit; ops_func
             # tells a kernel after it (6.1.192 has both, 5.10.223 neither).
             bits["RECURSION"] = bits.pop("RECURSION_SAFE")
-    prog.cache[key] = bits
     return bits
 
 
@@ -148,18 +145,15 @@ def _rec_table_name(prog: drgn.Program) -> str:
     return "4.4"
 
 
+@kernel.cached
 def record_flag_bits(prog: drgn.Program) -> Dict[str, int]:
     """``{name: mask}`` of the FTRACE_FL_* flags of ``struct dyn_ftrace`` for this kernel."""
-    key = ("lpdebug.ftrace", "rec_bits")
-    if key in prog.cache:
-        return prog.cache[key]
     enum = kernel.enum_values(prog, "FTRACE_FL_")
     if enum:
         bits = {name[len("FTRACE_FL_"):]: value for name, value in enum.items()}
     else:
         shift = _REC_TABLES[_rec_table_name(prog)]
         bits = {name: 1 << bit for name, bit in _REC_BITS if bit >= shift}
-    prog.cache[key] = bits
     return bits
 
 

@@ -8,7 +8,7 @@ live QMP target even vmlinux data) raises ``NotImplementedError``.  This module
 adds memory segments to the program that do the translation instead, so every
 walker works unchanged:
 
-* the linear map ``[PAGE_OFFSET, __kernel_virt_start)``: virtual = PAGE_OFFSET +
+* the linear map ``[LINEAR_MAP_BASE, __kernel_virt_start)``: virtual = LINEAR_MAP_BASE +
   physical, a fixed offset (only where drgn cannot already read it, e.g. over
   QMP; a kdump vmcore carries the linear map in its program headers);
 * the vmalloc and I/O-remap region ``[__kernel_virt_start, __kernel_io_end)``:
@@ -87,8 +87,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 import drgn
 from drgn import FaultError
 
+from . import kernel
+from .kernel import LINEAR_MAP_BASE
+
 __all__ = [
-    "PAGE_OFFSET",
     "Geometry",
     "HASH_4K",
     "HASH_64K",
@@ -105,7 +107,6 @@ __all__ = [
 
 # --- constants (arch/powerpc/include/asm/book3s/64/pgtable.h, page.h) --------
 
-PAGE_OFFSET = 0xC000000000000000
 _PA_MASK = 0x0FFFFFFFFFFFFFFF  # __pa(x) = x & 0x0fffffffffffffff
 
 _PAGE_PRESENT = 1 << 63
@@ -116,17 +117,10 @@ _MASKED_BITS = 0xC0000000000000FF  # PMD/PUD/P4D_MASKED_BITS
 _HUGEPD_SHIFT_MASK = 0x3F
 _H_PAGE_4K_PFN_64K = 0x2000  # _RPAGE_RPN1, PTE level of 64K hash only
 
-MMU_FTR_TYPE_RADIX = 0x40  # arch/powerpc/include/asm/mmu.h
-
-# Size of the bootstrap linear-map segment: the smallest linear-map region of
-# any Book3S-64 layout (hash 4K: up to H_KERN_VIRT_START = 0xc0003d0000000000).
-# It covers the kernel image, so the runtime variables can be read; the exact
-# region end comes from __kernel_virt_start afterwards.
-_BOOTSTRAP_LINEAR_SIZE = 0x3D0000000000
-
-_CACHE_KEY = "lpdebug.hash_mmu"
-_MMU_CACHE_KEY = "lpdebug.hash_mmu.mmu_type"
-_LINEAR_CACHE_KEY = "lpdebug.hash_mmu.linear"
+# Keys in kernel.program_state: what add_hash_mmu_segments registered, and the
+# size of the linear-map segment lpdebug added (0: none).
+_STATE_KEY = "hash_mmu"
+_LINEAR_STATE_KEY = "linear_map_size"
 
 _LEVEL_NAMES = ("PTE", "PMD", "PUD", "PGD")
 
@@ -339,43 +333,10 @@ class PageTableWalker:
 # --- reading the target ------------------------------------------------------
 
 
-def _is_ppc64(prog: drgn.Program) -> bool:
-    try:
-        return prog.platform is not None and prog.platform.arch == drgn.Architecture.PPC64
-    except Exception:
-        return False
-
-
-def _vmcoreinfo(prog: drgn.Program) -> Dict[str, str]:
-    try:
-        raw = prog["VMCOREINFO"].to_bytes_()
-    except Exception:
-        return {}
-    info = {}
-    for line in raw.split(b"\0", 1)[0].decode("ascii", "replace").splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            info[key] = value
-    return info
-
-
-def _symbol_address(prog: drgn.Program, name: str) -> Optional[int]:
-    try:
-        return prog.symbol(name).address
-    except (LookupError, ValueError):
-        pass
-    try:
-        return prog.object(name).address_
-    except (LookupError, ValueError, TypeError):
-        pass
-    value = _vmcoreinfo(prog).get("SYMBOL(%s)" % name)
-    return int(value, 16) if value else None
-
-
 def _read_ulong(prog: drgn.Program, name: str) -> Optional[int]:
     """Value of the unsigned long (or pointer) kernel variable ``name``;
     None when the kernel has no such symbol."""
-    address = _symbol_address(prog, name)
+    address = kernel.symbol_address(prog, name)
     if address is None:
         return None
     return prog.read_u64(address)
@@ -384,7 +345,7 @@ def _read_ulong(prog: drgn.Program, name: str) -> Optional[int]:
 def _linear_readable(prog: drgn.Program) -> bool:
     """Can drgn read vmlinux data (linear map) without our help?"""
     for name in ("swapper_pg_dir", "init_mm", "cur_cpu_spec", "init_task"):
-        address = _symbol_address(prog, name)
+        address = kernel.symbol_address(prog, name)
         if address is None:
             continue
         try:
@@ -398,32 +359,35 @@ def _linear_readable(prog: drgn.Program) -> bool:
 
 
 def add_linear_map_segment(prog: drgn.Program, size: Optional[int] = None) -> None:
-    """Serve ``[PAGE_OFFSET, PAGE_OFFSET + size)`` as PAGE_OFFSET + physical.
+    """Serve ``[LINEAR_MAP_BASE, LINEAR_MAP_BASE + size)`` as LINEAR_MAP_BASE + physical.
 
-    ``size`` defaults to the bootstrap size (the smallest linear-map region of
-    any Book3S-64 layout).  The same on radix and hash: their linear maps are
-    both this fixed offset.
+    ``size`` defaults to :data:`lpdebug.kernel.LINEAR_MAP_MIN_SIZE` (the
+    smallest linear-map region of any Book3S-64 layout: it covers the kernel
+    image, so the runtime variables can be read; the exact region end comes
+    from ``__kernel_virt_start`` afterwards).  The same on radix and hash:
+    their linear maps are both this fixed offset.
     """
     if size is None:
-        size = _BOOTSTRAP_LINEAR_SIZE
+        size = kernel.LINEAR_MAP_MIN_SIZE
 
     def read_linear(address: int, count: int, offset: int, physical: bool) -> bytes:
-        phys = address - PAGE_OFFSET
+        phys = address - LINEAR_MAP_BASE
         try:
             return prog.read(phys, count, True)
         except FaultError as e:
             bad = e.address
             where = address + (bad - phys) if phys <= bad < phys + count else address
             raise FaultError("no physical memory 0x%x behind linear-map address"
-                             % (where - PAGE_OFFSET), where) from None
+                             % (where - LINEAR_MAP_BASE), where) from None
 
-    prog.add_memory_segment(PAGE_OFFSET, size, read_linear)
-    prog.cache[_LINEAR_CACHE_KEY] = max(size, prog.cache.get(_LINEAR_CACHE_KEY, 0))
+    prog.add_memory_segment(LINEAR_MAP_BASE, size, read_linear)
+    state = kernel.program_state(prog)
+    state[_LINEAR_STATE_KEY] = max(size, state.get(_LINEAR_STATE_KEY, 0))
 
 
 def _ensure_linear(prog: drgn.Program) -> bool:
     """Make vmlinux data readable; True if we had to add a segment."""
-    if prog.cache.get(_LINEAR_CACHE_KEY):
+    if kernel.program_state(prog).get(_LINEAR_STATE_KEY):
         return True
     if _linear_readable(prog):
         return False
@@ -431,48 +395,17 @@ def _ensure_linear(prog: drgn.Program) -> bool:
     return True
 
 
-def _mmu_features(prog: drgn.Program) -> Optional[int]:
-    try:
-        return prog["cur_cpu_spec"].mmu_features.value_()
-    except Exception:  # no debug info, or unreadable
-        pass
-    info = _vmcoreinfo(prog)
-    sym = info.get("SYMBOL(cur_cpu_spec)")
-    off = info.get("OFFSET(cpu_spec.mmu_features)")
-    if sym is None or off is None:
-        return None
-    try:
-        spec = prog.read_u64(int(sym, 16))
-        return prog.read_u32(spec + int(off))  # unsigned int mmu_features
-    except Exception:
-        return None
-
-
 def mmu_type(prog: drgn.Program) -> Optional[str]:
-    """``"radix"``, ``"hash"``, or None (not ppc64 Book3S-64, or unknown).
+    """:func:`lpdebug.kernel.mmu`, first making vmlinux data readable.
 
-    ``NUMBER(RADIX_MMU)`` in vmcoreinfo (Linux 6.8+) where present, else
-    ``cur_cpu_spec->mmu_features & MMU_FTR_TYPE_RADIX``.  Reading
-    ``cur_cpu_spec`` on a hash kernel may need the linear-map segment; this
-    adds it when drgn cannot read vmlinux data by itself.
+    Reading ``cur_cpu_spec`` on a hash kernel may need the linear-map
+    segment; this adds it when drgn cannot read vmlinux data by itself.
     """
-    cache = prog.cache
-    if _MMU_CACHE_KEY in cache:
-        return cache[_MMU_CACHE_KEY]
-    result: Optional[str] = None
-    if _is_ppc64(prog):
-        value = _vmcoreinfo(prog).get("NUMBER(RADIX_MMU)")
-        if value is not None:
-            result = "radix" if int(value) else "hash"
-        elif _symbol_address(prog, "interrupt_base_book3e") is not None:
-            result = None  # Book3E (nohash): neither
-        else:
-            _ensure_linear(prog)
-            features = _mmu_features(prog)
-            if features is not None:
-                result = "radix" if features & MMU_FTR_TYPE_RADIX else "hash"
-    if result is not None or not _is_ppc64(prog):
-        cache[_MMU_CACHE_KEY] = result
+    result = kernel.mmu(prog)
+    if (result is None and kernel.is_ppc64(prog)
+            and kernel.symbol_address(prog, "interrupt_base_book3e") is None
+            and _ensure_linear(prog)):
+        result = kernel.mmu(prog)
     return result
 
 
@@ -481,7 +414,7 @@ def _page_shift(prog: drgn.Program) -> int:
         return prog["PAGE_SHIFT"].value_()
     except (LookupError, FaultError, NotImplementedError):
         pass
-    size = _vmcoreinfo(prog).get("PAGESIZE")
+    size = kernel.vmcoreinfo(prog).get("PAGESIZE")
     if size is None:
         raise LookupError("cannot tell the kernel's page size (no PAGE_SHIFT, no "
                           "PAGESIZE in vmcoreinfo)")
@@ -494,7 +427,7 @@ def _pgd_address(prog: drgn.Program) -> int:
         return prog["init_mm"].pgd.value_()
     except (LookupError, AttributeError, FaultError):
         pass
-    address = _symbol_address(prog, "swapper_pg_dir")  # init_mm.pgd = swapper_pg_dir
+    address = kernel.symbol_address(prog, "swapper_pg_dir")  # init_mm.pgd = swapper_pg_dir
     if address is None:
         raise LookupError("neither init_mm nor swapper_pg_dir is known")
     return address
@@ -560,7 +493,7 @@ class _VmemmapMap:
             defs = prog["mmu_psize_defs"]
             shift = defs[prog["mmu_vmemmap_psize"].value_()].shift.value_()
         except (LookupError, FaultError):
-            info = _vmcoreinfo(prog)
+            info = kernel.vmcoreinfo(prog)
             try:
                 off_list = int(info["OFFSET(vmemmap_backing.list)"])
                 off_phys = int(info["OFFSET(vmemmap_backing.phys)"])
@@ -612,7 +545,7 @@ class _VmemmapMap:
 
 @dataclass
 class HashMmu:
-    """What ``add_hash_mmu_segments`` registered (kept in ``prog.cache``)."""
+    """What ``add_hash_mmu_segments`` registered (kept in ``kernel.program_state``)."""
 
     walker: PageTableWalker
     linear: Optional[Tuple[int, int]]  # (start, end) or None if drgn reads it natively
@@ -624,7 +557,7 @@ class HashMmu:
         if self.vmalloc[0] <= vaddr < self.vmalloc[1]:
             return self.walker.translate(vaddr)[0]
         if self.linear and self.linear[0] <= vaddr < self.linear[1]:
-            return vaddr - PAGE_OFFSET
+            return vaddr - LINEAR_MAP_BASE
         raise FaultError("hash MMU: no translation for address outside the "
                          "page-table region", vaddr)
 
@@ -633,7 +566,7 @@ def add_hash_mmu_segments(prog: drgn.Program) -> Optional[HashMmu]:
     """On a hash-MMU ppc64 kernel, add memory segments so drgn reads the
     linear map, vmalloc/module/ioremap memory and vmemmap.
 
-    Idempotent (the result is kept in ``prog.cache``).  Returns None and adds
+    Idempotent (the result is kept in :func:`lpdebug.kernel.program_state`).  Returns None and adds
     nothing on radix or on a program that is not a ppc64 Book3S-64 kernel
     (apart from the linear-map segment that ``mmu_type`` adds when drgn could
     not read vmlinux data at all; it returns the same bytes drgn would).
@@ -642,14 +575,15 @@ def add_hash_mmu_segments(prog: drgn.Program) -> Optional[HashMmu]:
     loaded: drgn finds the loaded modules by reading ``struct module``, which
     on ppc64 lives in vmalloc space.
     """
-    if _CACHE_KEY in prog.cache:
-        return prog.cache[_CACHE_KEY]
-    if not _is_ppc64(prog):
+    state = kernel.program_state(prog)
+    if _STATE_KEY in state:
+        return state[_STATE_KEY]
+    if not kernel.is_ppc64(prog):
         return None
     mmu = mmu_type(prog)
     if mmu != "hash":
         if mmu is not None:
-            prog.cache[_CACHE_KEY] = None
+            state[_STATE_KEY] = None
         return None
 
     notes: List[str] = []
@@ -665,23 +599,23 @@ def add_hash_mmu_segments(prog: drgn.Program) -> Optional[HashMmu]:
     if virt_start is None or io_end is None:
         raise LookupError("hash MMU: no symbol __kernel_virt_start/__vmalloc_start or "
                           "__kernel_io_end/__vmalloc_end (are vmlinux's symbols loaded?)")
-    if not PAGE_OFFSET < virt_start < io_end:
+    if not LINEAR_MAP_BASE < virt_start < io_end:
         raise ValueError("implausible kernel virtual layout: virt start 0x%x, io end 0x%x"
                          % (virt_start, io_end))
 
     walker = kernel_page_tables(prog, "hash")
     geometry = walker.geometry
-    if (io_end - 1 - PAGE_OFFSET) >> geometry.eaddr_bits:
+    if (io_end - 1 - LINEAR_MAP_BASE) >> geometry.eaddr_bits:
         raise ValueError("page-table region up to 0x%x is larger than the %d bits the "
                          "page tables map" % (io_end, geometry.eaddr_bits))
 
     linear = None
     if added_linear:
         # The bootstrap segment covered the smallest layout; cover the exact
-        # linear region [PAGE_OFFSET, __kernel_virt_start).
-        if virt_start - PAGE_OFFSET > prog.cache.get(_LINEAR_CACHE_KEY, 0):
-            add_linear_map_segment(prog, virt_start - PAGE_OFFSET)
-        linear = (PAGE_OFFSET, virt_start)
+        # linear region [LINEAR_MAP_BASE, __kernel_virt_start).
+        if virt_start - LINEAR_MAP_BASE > state.get(_LINEAR_STATE_KEY, 0):
+            add_linear_map_segment(prog, virt_start - LINEAR_MAP_BASE)
+        linear = (LINEAR_MAP_BASE, virt_start)
     else:
         notes.append("linear map already readable (core dump segments or an earlier segment)")
 
@@ -692,7 +626,7 @@ def add_hash_mmu_segments(prog: drgn.Program) -> Optional[HashMmu]:
 
     vmemmap_range = None
     vmemmap_start = _read_ulong(prog, "vmemmap")
-    head = _symbol_address(prog, "vmemmap_list")
+    head = kernel.symbol_address(prog, "vmemmap_list")
     if vmemmap_start and head is not None and io_start is not None and io_end > io_start:
         vmap = _VmemmapMap(prog, head)
         vmemmap_size = io_end - io_start  # H_VMEMMAP_SIZE = H_KERN_IO_SIZE
@@ -706,7 +640,7 @@ def add_hash_mmu_segments(prog: drgn.Program) -> Optional[HashMmu]:
         notes.append("vmemmap not served (no vmemmap_list or region bounds)")
 
     result = HashMmu(walker, linear, (virt_start, io_end), vmemmap_range, notes)
-    prog.cache[_CACHE_KEY] = result
+    state[_STATE_KEY] = result
     return result
 
 
@@ -715,18 +649,18 @@ def translate(prog: drgn.Program, vaddr: int) -> int:
     offset below ``__kernel_virt_start``, else a walk of the target's own
     ``init_mm`` page tables (hash or radix geometry from the runtime
     variables).  Raises ``drgn.FaultError`` naming ``vaddr`` if unmapped."""
-    if vaddr < PAGE_OFFSET:
+    if vaddr < LINEAR_MAP_BASE:
         raise FaultError("not a kernel address", vaddr)
-    key = _CACHE_KEY + ".translate"
-    state = prog.cache.get(key)
-    if state is None:
-        hm = prog.cache.get(_CACHE_KEY)
+
+    def build() -> Tuple[PageTableWalker, int]:
+        hm = kernel.program_state(prog).get(_STATE_KEY)
         walker = hm.walker if hm is not None else kernel_page_tables(prog)
         start = _read_ulong(prog, "__kernel_virt_start")
         if start is None:
             raise LookupError("kernel has no __kernel_virt_start")
-        state = prog.cache[key] = (walker, start)
-    walker, start = state
+        return walker, start
+
+    walker, start = kernel.cached_fact(prog, ("lpdebug.hash_mmu", "translate"), build)
     if vaddr < start:
-        return vaddr - PAGE_OFFSET
+        return vaddr - LINEAR_MAP_BASE
     return walker.translate(vaddr)[0]

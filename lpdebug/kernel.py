@@ -5,13 +5,25 @@ configuration differences.
 Every decision looks at the kernel's own types and symbols (does a struct
 have a member, how big is a type, does an object exist), never at the
 release string, so backports and distribution kernels are judged by what they
-contain. Answers are cached in ``prog.cache``.
+contain.
+
+It is also the one home of everything lpdebug keeps on a Program:
+
+- :func:`cached` facts (answers derived from the target: type facts, the
+  :class:`~lpdebug.symbols.Symbolizer`, the backtrace context ...) live in
+  one dictionary, and :func:`invalidate` drops them all in one call. Call it
+  whenever the target may have changed under them: after loading more debug
+  info, and between two commands on a live target (gdb does), where modules
+  come and go;
+- :func:`program_state` records what lpdebug did to the Program (memory
+  segments added, warnings met while opening it); invalidation keeps it,
+  because the segments stay added.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, Dict, Iterator, List, Optional, TypeVar, Union
+from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional, TypeVar, Union
 
 import drgn
 
@@ -19,6 +31,11 @@ from .model import KernelInfo
 
 __all__ = (
     "KernelInfo",
+    "cached",
+    "cached_fact",
+    "invalidate",
+    "program_state",
+    "parse_vmcoreinfo",
     "kernel_info",
     "is_ppc64",
     "is_little_endian",
@@ -41,31 +58,66 @@ __all__ = (
     "walk_list",
     "WALK_LIMIT",
     "LINEAR_MAP_BASE",
+    "LINEAR_MAP_MIN_SIZE",
     "MMU_FTR_TYPE_RADIX",
 )
 
-# Start of the ppc64 Book3S linear map: virtual = LINEAR_MAP_BASE + physical.
+# Start of the ppc64 Book3S-64 linear map: virtual = LINEAR_MAP_BASE + physical
+# (PAGE_OFFSET, arch/powerpc/include/asm/page.h; the same on radix and hash).
 LINEAR_MAP_BASE = 0xC000000000000000
+# Size of the smallest linear-map region of any Book3S-64 layout: hash with 4K
+# pages, where vmalloc starts at H_KERN_VIRT_START = 0xc0003d0000000000
+# (arch/powerpc/include/asm/book3s/64/hash-4k.h, H_KERN_MAP_SIZE of 6.1 and
+# 6.12). It covers the kernel image and any RAM a kernel of that layout maps,
+# so it serves as the linear map's size whenever the real end is not known.
+LINEAR_MAP_MIN_SIZE = 0x3D0000000000
 # arch/powerpc/include/asm/mmu.h; the flag drgn itself uses to pick radix walks.
 MMU_FTR_TYPE_RADIX = 0x40
 
 _T = TypeVar("_T")
 
+# The two prog.cache keys lpdebug uses, see the module docstring.
+_FACTS_KEY = "lpdebug.facts"
+_STATE_KEY = "lpdebug.state"
 
-def _cached(fn: Callable[..., _T]) -> Callable[..., _T]:
-    """Cache ``fn(prog, *args)`` in ``prog.cache``."""
+
+def _facts(prog: drgn.Program) -> Dict[Hashable, Any]:
+    return prog.cache.setdefault(_FACTS_KEY, {})
+
+
+def cached_fact(prog: drgn.Program, key: Hashable, build: Callable[[], _T]) -> _T:
+    """
+    The fact ``key`` of ``prog``: ``build()``'s result, computed once until
+    :func:`invalidate`. ``key`` names the fact (module-qualified, e.g.
+    ``("lpdebug.ftrace", "ops_bits")``).
+    """
+    facts = _facts(prog)
+    try:
+        return facts[key]
+    except KeyError:
+        value = facts[key] = build()
+        return value
+
+
+def cached(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Keep ``fn(prog, *args)`` as a fact of ``prog`` (see :func:`cached_fact`)."""
+    name = (fn.__module__, fn.__qualname__)
 
     @functools.wraps(fn)
-    def wrapper(prog: drgn.Program, *args):  # type: ignore[no-untyped-def]
-        key = ("lpdebug.kernel", fn.__name__) + args
-        try:
-            return prog.cache[key]
-        except KeyError:
-            value = fn(prog, *args)
-            prog.cache[key] = value
-            return value
+    def wrapper(prog: drgn.Program, *args: Hashable) -> _T:
+        return cached_fact(prog, name + args, lambda: fn(prog, *args))
 
     return wrapper
+
+
+def invalidate(prog: drgn.Program) -> None:
+    """Forget every cached fact of ``prog`` (the program state stays)."""
+    prog.cache.pop(_FACTS_KEY, None)
+
+
+def program_state(prog: drgn.Program) -> Dict[str, Any]:
+    """What lpdebug did to ``prog`` (segments added, warnings); survives :func:`invalidate`."""
+    return prog.cache.setdefault(_STATE_KEY, {})
 
 
 # --- type facts -------------------------------------------------------------
@@ -86,14 +138,14 @@ def _strip(tp: drgn.Type) -> drgn.Type:
     return tp
 
 
-@_cached
+@cached
 def has_type(prog: drgn.Program, name: str) -> bool:
     """The debug info defines type ``name`` (e.g. ``"struct klp_patch"``)."""
     tp = _type(prog, name)
     return tp is not None and tp.is_complete()
 
 
-@_cached
+@cached
 def has_member(prog: drgn.Program, type_name: str, member: str) -> bool:
     """``type_name`` has a member ``member`` (nested anonymous members count)."""
     tp = _type(prog, type_name)
@@ -105,7 +157,7 @@ def has_member(prog: drgn.Program, type_name: str, member: str) -> bool:
     return tp.has_member(member)
 
 
-@_cached
+@cached
 def member_type(prog: drgn.Program, type_name: str, member: str) -> Optional[drgn.Type]:
     """Type of ``type_name.member``, None when either is absent."""
     if not has_member(prog, type_name, member):
@@ -113,7 +165,7 @@ def member_type(prog: drgn.Program, type_name: str, member: str) -> Optional[drg
     return _strip(_type(prog, type_name)).member(member).type  # type: ignore[union-attr]
 
 
-@_cached
+@cached
 def has_object(prog: drgn.Program, name: str) -> bool:
     """The kernel has a variable, function or constant called ``name``."""
     try:
@@ -123,7 +175,7 @@ def has_object(prog: drgn.Program, name: str) -> bool:
         return False
 
 
-@_cached
+@cached
 def type_size(prog: drgn.Program, name: str) -> Optional[int]:
     tp = _type(prog, name)
     if tp is None or not tp.is_complete():
@@ -138,7 +190,7 @@ _ENUM_PROBES = {
 }
 
 
-@_cached
+@cached
 def enum_values(prog: drgn.Program, prefix: str, probe: Optional[str] = None) -> Dict[str, int]:
     """
     The enumerators whose names start with ``prefix`` (e.g.
@@ -185,23 +237,47 @@ def _arch_name(prog: drgn.Program) -> str:
     return platform.arch.name.lower()
 
 
-@_cached
-def vmcoreinfo(prog: drgn.Program) -> Dict[str, str]:
-    """The target's VMCOREINFO as ``{KEY: value}``; empty when unavailable."""
-    try:
-        raw = prog["VMCOREINFO"]
-        text = prog.read(raw.address_, drgn.sizeof(raw.type_)) if raw.address_ else raw.string_()
-    except (LookupError, drgn.FaultError, ValueError, TypeError):
-        return {}
+def parse_vmcoreinfo(text: Union[str, bytes]) -> Dict[str, str]:
+    """VMCOREINFO text (``KEY=value`` lines, NUL-terminated) as ``{KEY: value}``."""
+    if isinstance(text, bytes):
+        text = text.split(b"\0", 1)[0].decode(errors="replace")
     result: Dict[str, str] = {}
-    for line in bytes(text).split(b"\0", 1)[0].decode(errors="replace").splitlines():
+    for line in text.split("\0", 1)[0].splitlines():
         key, sep, value = line.partition("=")
         if sep:
             result[key] = value
     return result
 
 
-@_cached
+@cached
+def vmcoreinfo(prog: drgn.Program) -> Dict[str, str]:
+    """The target's VMCOREINFO as ``{KEY: value}``; empty when unavailable."""
+    try:
+        raw = prog["VMCOREINFO"]
+        text = prog.read(raw.address_, drgn.sizeof(raw.type_)) if raw.address_ else raw.to_bytes_()
+    except (LookupError, drgn.FaultError, NotImplementedError, ValueError, TypeError):
+        return {}
+    return parse_vmcoreinfo(bytes(text))
+
+
+def symbol_address(prog: drgn.Program, name: str) -> Optional[int]:
+    """
+    Address of the kernel symbol ``name``: from the symbol table, else the
+    debug info, else VMCOREINFO's ``SYMBOL(name)``; None when none knows it.
+    """
+    try:
+        return prog.symbol(name).address
+    except (LookupError, ValueError):
+        pass
+    try:
+        return prog.object(name).address_
+    except (LookupError, ValueError, TypeError):
+        pass
+    value = vmcoreinfo(prog).get("SYMBOL(%s)" % name)
+    return int(value, 16) if value else None
+
+
+@cached
 def release(prog: drgn.Program) -> str:
     try:
         return prog["UTS_RELEASE"].string_().decode()
@@ -209,7 +285,7 @@ def release(prog: drgn.Program) -> str:
         return vmcoreinfo(prog).get("OSRELEASE", "unknown")
 
 
-@_cached
+@cached
 def page_size(prog: drgn.Program) -> int:
     try:
         return prog["PAGE_SIZE"].value_()
@@ -218,24 +294,57 @@ def page_size(prog: drgn.Program) -> int:
         return int(value) if value else 0
 
 
-@_cached
 def mmu(prog: drgn.Program) -> Optional[str]:
-    """``"radix"`` or ``"hash"`` on ppc64 Book3S, None elsewhere or when unknown."""
+    """
+    ``"radix"`` or ``"hash"`` on ppc64 Book3S-64; None elsewhere (Book3E has
+    neither) or while unknown. The kernel says so itself in VMCOREINFO's
+    ``NUMBER(RADIX_MMU)`` from 6.8 on; older kernels leave it to the cpu
+    feature bit drgn's page-table walker tests too,
+    ``cur_cpu_spec->mmu_features & MMU_FTR_TYPE_RADIX``.
+
+    An unknown answer is not kept: ``cur_cpu_spec`` may become readable once
+    :mod:`lpdebug.hash_mmu` has added the linear map.
+    """
     if not is_ppc64(prog):
         return None
-    # The kernel says so itself from 6.8 on; older kernels leave it to the
-    # same cpu feature bit drgn's page-table walker tests.
+    key = ("lpdebug.kernel", "mmu")
+    facts = _facts(prog)
+    if key in facts:
+        return facts[key]
+    result: Optional[str] = None
     value = vmcoreinfo(prog).get("NUMBER(RADIX_MMU)")
     if value is not None:
-        return "radix" if int(value) else "hash"
+        result = "radix" if int(value) else "hash"
+    elif symbol_address(prog, "interrupt_base_book3e") is not None:
+        return None  # Book3E: neither
+    else:
+        features = _mmu_features(prog)
+        if features is not None:
+            result = "radix" if features & MMU_FTR_TYPE_RADIX else "hash"
+    if result is not None:
+        facts[key] = result
+    return result
+
+
+def _mmu_features(prog: drgn.Program) -> Optional[int]:
+    """``cur_cpu_spec->mmu_features``, through the debug info or VMCOREINFO."""
     try:
-        features = prog["cur_cpu_spec"].mmu_features.value_()
-    except (LookupError, drgn.FaultError, AttributeError):
+        return prog["cur_cpu_spec"].mmu_features.value_()
+    except Exception:  # no debug info, or unreadable (NotImplementedError on hash)
+        pass
+    info = vmcoreinfo(prog)
+    sym = info.get("SYMBOL(cur_cpu_spec)")
+    off = info.get("OFFSET(cpu_spec.mmu_features)")
+    if sym is None or off is None:
         return None
-    return "radix" if features & MMU_FTR_TYPE_RADIX else "hash"
+    try:
+        spec = prog.read_u64(int(sym, 16))
+        return prog.read_u32(spec + int(off))  # unsigned int mmu_features
+    except Exception:
+        return None
 
 
-@_cached
+@cached
 def elf_abi(prog: drgn.Program) -> Optional[int]:
     """ppc64 ELF ABI version: 2 (little endian, ELFv2), 1 (big endian, ELFv1)."""
     if not is_ppc64(prog):
@@ -267,7 +376,7 @@ def toc_save_offset(prog: drgn.Program) -> int:
     return 40 if elf_abi(prog) == 1 else 24
 
 
-@_cached
+@cached
 def build_id(prog: drgn.Program) -> Optional[str]:
     value = vmcoreinfo(prog).get("BUILD-ID")
     if value:
@@ -279,13 +388,13 @@ def build_id(prog: drgn.Program) -> Optional[str]:
     return bid.hex() if bid else None
 
 
-@_cached
+@cached
 def has_livepatch(prog: drgn.Program) -> bool:
     """The kernel was built with CONFIG_LIVEPATCH."""
     return has_object(prog, "klp_patches") or has_type(prog, "struct klp_patch")
 
 
-@_cached
+@cached
 def fgraph_layout(prog: drgn.Program) -> Optional[str]:
     """
     Layout of ``task_struct.ret_stack``: ``"array"`` (a ``struct
@@ -301,7 +410,7 @@ def fgraph_layout(prog: drgn.Program) -> Optional[str]:
     return "offset"
 
 
-@_cached
+@cached
 def thread_info_in_task(prog: drgn.Program) -> bool:
     """CONFIG_THREAD_INFO_IN_TASK: thread_info is the first member of task_struct."""
     return has_member(prog, "struct task_struct", "thread_info")

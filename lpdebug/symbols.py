@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import drgn
 
-__all__ = ("SymbolInfo", "Symbolizer", "invalidate")
+from . import kernel
 
-_CACHE_KEY = "lpdebug.symbols.Symbolizer"
+__all__ = ("SymbolInfo", "Symbolizer")
+
+_FACT_KEY = ("lpdebug.symbols", "Symbolizer")
 
 _IGNORED_KINDS = (drgn.SymbolKind.SECTION, drgn.SymbolKind.FILE)
 
@@ -129,18 +131,18 @@ class Symbolizer:
     """
     Bulk symbolization for one :class:`drgn.Program`.
 
-    ``Symbolizer(prog)`` is built once per program and then reused; call
-    :func:`invalidate` after loading more debug info.
+    ``Symbolizer(prog)`` is built once per program and then reused, a fact
+    of the program until :func:`lpdebug.kernel.invalidate` (call it after
+    loading more debug info, or when modules may have come and gone).
     """
 
     def __new__(cls, prog: drgn.Program) -> "Symbolizer":
-        cached = prog.cache.get(_CACHE_KEY)
-        if isinstance(cached, cls):
-            return cached
-        self = super().__new__(cls)
-        self._build(prog)
-        prog.cache[_CACHE_KEY] = self
-        return self
+        def build() -> "Symbolizer":
+            self = super(Symbolizer, cls).__new__(cls)
+            self._build(prog)
+            return self
+
+        return kernel.cached_fact(prog, _FACT_KEY, build)
 
     def _build(self, prog: drgn.Program) -> None:
         self.prog = prog
@@ -206,9 +208,6 @@ class Symbolizer:
         start, end = self._vmlinux
         return start <= addr < end
 
-    def module_names(self) -> List[str]:
-        return sorted({r[2] for r in self._regions})
-
     # -- symbols --------------------------------------------------------------
 
     def lookup(self, addr: int) -> Optional[SymbolInfo]:
@@ -235,20 +234,10 @@ class Symbolizer:
             module=region[2] if region else None,
         )
 
-    def lookup_many(self, addrs: Iterable[int]) -> List[Optional[SymbolInfo]]:
-        return [self.lookup(a) for a in addrs]
-
     def name_of(self, addr: int) -> Optional[str]:
         """The symbol name for ``addr``, without offset; None when unknown."""
         info = self.lookup(addr)
         return info.name if info else None
-
-    def address_of(self, name: str) -> Optional[int]:
-        """Address of the first symbol called ``name``; None when absent."""
-        try:
-            return self.prog.symbol(name).address
-        except LookupError:
-            return None
 
     def describe(self, addr: int) -> str:
         """``name+0xoff [module]`` like the kernel's %pS, or the bare hex address."""
@@ -258,8 +247,3 @@ class Symbolizer:
             return f"{addr:#x}" + (f" [{mod}]" if mod else "")
         text = info.name + (f"+{info.offset:#x}" if info.offset else "")
         return text + (f" [{info.module}]" if info.module else "")
-
-
-def invalidate(prog: drgn.Program) -> None:
-    """Forget the cached :class:`Symbolizer` (after loading more debug info)."""
-    prog.cache.pop(_CACHE_KEY, None)

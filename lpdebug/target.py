@@ -3,16 +3,16 @@ Open a kernel as a :class:`drgn.Program`: a vmcore, the running kernel, or a
 QEMU guest over QMP; load vmlinux and module debug info from files or
 directories.
 
-Debug info must fit the target: a vmlinux whose GNU build ID differs from
-the one in the target's VMCOREINFO raises :class:`errors.BuildIdMismatch`
-before anything is loaded, naming both IDs.
+Debug info must fit the target: drgn uses a vmlinux only when its GNU build
+ID is the one in the target's VMCOREINFO (``Module.try_file``); one it
+refuses for that raises :class:`errors.BuildIdMismatch`, naming both IDs.
 
 QEMU ``pseries`` guests have no fw_cfg, so QEMU cannot tell drgn where the
 guest's VMCOREINFO is. :func:`open_qemu` finds it itself: the vmlinux symbol
 table gives the address of the kernel variable ``vmcoreinfo_note`` (a
 pointer to the note, in both 6.1 ``crash_core.c`` and 6.12
 ``vmcore_info.c``); vmlinux and the note sit in the linear map, so both are
-read physically at ``virtual - 0xc000000000000000``.
+read physically at ``virtual - kernel.LINEAR_MAP_BASE``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import drgn
 
-from . import kernel
+from . import hash_mmu, kernel
 from .errors import BuildIdMismatch, DebugInfoError, TargetError
-from .symbols import invalidate as _invalidate_symbols
 
 __all__ = (
     "open_vmcore",
@@ -37,19 +36,12 @@ __all__ = (
     "check_build_id",
     "target_warnings",
     "open_memory_readers",
-    "LINEAR_MAP_MAX",
 )
-
-_WARNINGS_KEY = "lpdebug.target.warnings"
-# Upper bound of the linear map when the guest's RAM size cannot be read (the
-# radix vmalloc start). Hash-MMU kernels start vmalloc lower, but the segments
-# lpdebug.hash_mmu adds for them are added later and take precedence.
-LINEAR_MAP_MAX = 0x0008000000000000
 
 
 def target_warnings(prog: drgn.Program) -> List[str]:
     """Problems met while opening ``prog`` that did not stop it (missing module debug info ...)."""
-    return prog.cache.setdefault(_WARNINGS_KEY, [])
+    return kernel.program_state(prog).setdefault("warnings", [])
 
 
 def _warn(prog: drgn.Program, message: str) -> None:
@@ -123,32 +115,52 @@ def debug_info_files(paths: Iterable[str]) -> List[str]:
     return files
 
 
+def _main_module(prog: drgn.Program) -> Optional[drgn.Module]:
+    """drgn's module for vmlinux; drgn takes its build ID from VMCOREINFO."""
+    try:
+        return prog.main_module()
+    except LookupError:
+        pass
+    try:
+        for module, _ in prog.loaded_modules():
+            return module  # drgn creates the main module first
+    except (ValueError, LookupError, drgn.FaultError, NotImplementedError):
+        pass
+    return None
+
+
 def _target_build_id(prog: drgn.Program) -> Optional[str]:
-    value = kernel.vmcoreinfo(prog).get("BUILD-ID")
-    return value.lower() if value else None
+    main = _main_module(prog)
+    return main.build_id.hex() if main is not None and main.build_id else None
 
 
 def check_build_id(prog: drgn.Program, vmlinux: str) -> None:
-    """Raise :class:`BuildIdMismatch` if ``vmlinux`` is not the target's kernel."""
+    """
+    Offer ``vmlinux`` to drgn for the target's kernel; raise
+    :class:`BuildIdMismatch` when drgn refuses it because its build ID is
+    another kernel's.
+    """
+    main = _main_module(prog)
     expected = _target_build_id(prog)
-    if expected is None:
+    if main is None or expected is None:
         _warn(prog, "the target has no BUILD-ID in VMCOREINFO: could not check that the vmlinux fits")
+        return
+    if not main.wants_debug_file():
+        return  # drgn has vmlinux's debug info already
+    try:
+        main.try_file(vmlinux)
+    except (OSError, ValueError) as e:
+        raise DebugInfoError(f"{vmlinux}: not a readable ELF file ({e})") from e
+    if not main.wants_debug_file():
         return
     actual = file_build_id(vmlinux)
     if actual is None:
-        _warn(prog, f"{vmlinux} has no build ID: could not check that it fits the target")
-        return
-    if actual != expected:
+        _warn(prog, f"{vmlinux} has no build ID: drgn could not check that it fits the target")
+    elif actual != expected:
         raise BuildIdMismatch(vmlinux, expected, actual)
 
 
 # --- debug info -------------------------------------------------------------
-
-
-def _forget_cached_facts(prog: drgn.Program) -> None:
-    for key in [k for k in prog.cache if isinstance(k, tuple) and k[:1] == ("lpdebug.kernel",)]:
-        del prog.cache[key]
-    _invalidate_symbols(prog)
 
 
 def load_debug_info(
@@ -173,11 +185,11 @@ def load_debug_info(
     # modules (struct module lives in vmalloc space) once the hash-MMU
     # segments, which need vmlinux's types, are in place.
     _load(prog, vmlinux_files, default=False, main=bool(vmlinux_files) or default, warnings=warnings)
-    _forget_cached_facts(prog)
+    kernel.invalidate(prog)
     if not kernel.has_type(prog, "struct task_struct"):
         if default and not vmlinux_files:
             _load(prog, [], default=True, main=True, warnings=warnings)
-            _forget_cached_facts(prog)
+            kernel.invalidate(prog)
         if not kernel.has_type(prog, "struct task_struct"):
             bid = _target_build_id(prog)
             raise DebugInfoError(
@@ -189,7 +201,7 @@ def load_debug_info(
     if module_files or default:
         _unrename_module_init_sections(prog)
         _load(prog, module_files, default=default, main=False, warnings=warnings)
-        _forget_cached_facts(prog)
+        kernel.invalidate(prog)
     warnings.extend(_unmatched_module_files(prog, module_files))
     target_warnings(prog).extend(warnings)
     return warnings
@@ -262,19 +274,10 @@ def _add_hash_mmu_segments(prog: drgn.Program, warnings: List[str]) -> None:
     if kernel.mmu(prog) != "hash":
         return
     try:
-        from . import hash_mmu
-
-        add = hash_mmu.add_hash_mmu_segments
-    except (ImportError, AttributeError):
-        warnings.append(
-            "hash-MMU kernel: module and vmalloc memory cannot be read (no hash-MMU support)"
-        )
-        return
-    try:
-        add(prog)
+        hash_mmu.add_hash_mmu_segments(prog)
     except Exception as e:  # a broken page table must not stop the rest of the report
         warnings.append(f"hash-MMU page tables could not be read: {e}")
-    _forget_cached_facts(prog)
+    kernel.invalidate(prog)
 
 
 # --- targets ----------------------------------------------------------------
@@ -400,7 +403,7 @@ def _read_guest_vmcoreinfo(prog: drgn.Program, vmlinux: str, little_endian: bool
     if "max_pfn" in syms:
         try:
             max_pfn = read_pointer(syms["max_pfn"])
-            page = int(dict(l.split("=", 1) for l in text.splitlines() if "=" in l).get("PAGESIZE", "0"))
+            page = int(kernel.parse_vmcoreinfo(text).get("PAGESIZE", "0"))
             if max_pfn and page:
                 ram_end = max_pfn * page
         except (TargetError, ValueError):
@@ -443,16 +446,16 @@ def _attach_qemu(
     except (OSError, ValueError) as e:
         raise TargetError(f"cannot connect to QMP at {qmp_socket}: {e}") from None
     text, ram_end = _read_guest_vmcoreinfo(prog, vmlinux, little_endian)
-    _set_guest_vmcoreinfo(prog, text, vmlinux)
-    _add_linear_map_segment(prog, ram_end)
+    _set_guest_vmcoreinfo(prog, text)
+    # drgn walks the page tables for every virtual address; over QMP that
+    # fails for 6.1 (no NUMBER(RADIX_MMU)) and on hash-MMU guests. The linear
+    # map needs no page tables.
+    hash_mmu.add_linear_map_segment(prog, ram_end)
     load_debug_info(prog, [vmlinux, *debug_info], default=False)
 
 
-def _set_guest_vmcoreinfo(prog: drgn.Program, text: str, vmlinux: str) -> None:
-    expected = dict(l.split("=", 1) for l in text.splitlines() if "=" in l).get("BUILD-ID")
-    actual = file_build_id(vmlinux)
-    if expected and actual and expected.lower() != actual:
-        raise BuildIdMismatch(vmlinux, expected.lower(), actual)
+def _set_guest_vmcoreinfo(prog: drgn.Program, text: str) -> None:
+    # The vmlinux is checked against its BUILD-ID when its debug info is loaded.
     try:
         prog.set_linux_kernel_custom(text, True)
     except ValueError as e:
@@ -478,19 +481,7 @@ def open_memory_readers(
     add_segments(finder)
     text, _ = _read_guest_vmcoreinfo(finder, vmlinux, little_endian)
     prog = drgn.Program(platform)
-    _set_guest_vmcoreinfo(prog, text, vmlinux)
+    _set_guest_vmcoreinfo(prog, text)
     add_segments(prog)
     load_debug_info(prog, [vmlinux, *debug_info], default=False)
     return prog
-
-
-def _add_linear_map_segment(prog: drgn.Program, ram_end: Optional[int]) -> None:
-    # drgn walks the page tables for every virtual address; over QMP that
-    # fails for 6.1 (no NUMBER(RADIX_MMU)) and on hash-MMU guests. The linear
-    # map needs no page tables: virtual = LINEAR_MAP_BASE + physical.
-    size = ram_end if ram_end else LINEAR_MAP_MAX
-
-    def read_linear(address: int, count: int, offset: int, physical: bool) -> bytes:
-        return prog.read(offset, count, True)
-
-    prog.add_memory_segment(kernel.LINEAR_MAP_BASE, size, read_linear)

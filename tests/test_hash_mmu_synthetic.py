@@ -10,8 +10,8 @@ from drgn import (Architecture, FaultError, Platform, PlatformFlags, Program, Sy
                   SymbolBinding, SymbolKind)
 
 from lpdebug import hash_mmu
-from lpdebug.hash_mmu import (HASH_4K, HASH_64K, PAGE_OFFSET, RADIX_4K, RADIX_64K,
-                              PageTableWalker)
+from lpdebug.hash_mmu import HASH_4K, HASH_64K, RADIX_4K, RADIX_64K, PageTableWalker
+from lpdebug.kernel import LINEAR_MAP_BASE as PAGE_OFFSET
 
 pytestmark = pytest.mark.synthetic
 

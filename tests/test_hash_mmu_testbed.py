@@ -26,7 +26,7 @@ from drgn.helpers.linux.mm import PageReserved, for_each_vmap_area
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
-from lpdebug import hash_mmu
+from lpdebug import hash_mmu, kernel
 from testbed import scenario, truth
 
 pytestmark = pytest.mark.testbed
@@ -299,4 +299,4 @@ def test_hash_vmemmap_served(hash_name, radix_name, geometry):
                 n += 1
     assert n > 0
     pgd = prog["init_mm"].pgd.value_()
-    assert PageReserved(prog["vmemmap"] + ((pgd - hash_mmu.PAGE_OFFSET) >> geometry.page_shift))
+    assert PageReserved(prog["vmemmap"] + ((pgd - kernel.LINEAR_MAP_BASE) >> geometry.page_shift))

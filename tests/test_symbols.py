@@ -8,7 +8,8 @@ every tracefs enabled_functions line (tests/test_ftrace_testbed.py).
 import drgn
 import pytest
 
-from lpdebug.symbols import Symbolizer, invalidate
+from lpdebug.kernel import invalidate
+from lpdebug.symbols import Symbolizer
 from synthetic import MockKernel, define_list_head
 
 pytestmark = pytest.mark.synthetic
