@@ -232,7 +232,7 @@ def _arch_name(prog: drgn.Program) -> str:
     platform = prog.platform
     if platform is None:
         return "unknown"
-    if platform.arch == drgn.Architecture.PPC64:
+    if is_ppc64(prog):
         return "ppc64le" if is_little_endian(prog) else "ppc64"
     return platform.arch.name.lower()
 
