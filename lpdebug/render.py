@@ -50,14 +50,6 @@ Describe = Callable[[int], str]
 
 _TABLE_FORMAT = "simple"
 
-# How a frame's return address was found, as shown in the "via" column.
-SOURCE_LEGEND = {
-    "unwound": "the unwinder's own value",
-    "fgraph": "return_to_handler replaced from task->ret_stack",
-    "livepatch": "livepatch_handler replaced from the livepatch stack",
-}
-
-
 def hex_or_dash(value: Optional[int]) -> str:
     return "-" if value is None else f"{value:#x}"
 

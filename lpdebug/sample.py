@@ -93,14 +93,6 @@ def cache_root() -> str:
     return os.path.join(root, "fixtures")
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _materialize(fixture_dir: str, entry: Dict[str, Any]) -> str:
     """Path of the decompressed file described by ``entry``, decompressing it on first use."""
     digest = entry["sha256"]

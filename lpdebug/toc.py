@@ -64,8 +64,6 @@ __all__ = (
 # Name lpdebug gives the kernel image wherever a module name is expected.
 VMLINUX = "vmlinux"
 
-STT_FUNC = 2  # include/uapi/linux/elf.h
-ELF64_SYM_SIZE = 24  # sizeof(Elf64_Sym), include/uapi/linux/elf.h
 # The vmlinux functions tried for the prologue cross-check, any that exists.
 VMLINUX_PROBES = ("schedule", "msleep", "kthread", "printk", "_printk", "panic")
 # Enough functions to catch a disagreement without decoding all of a large module.
@@ -202,26 +200,16 @@ def vmlinux_toc(prog: drgn.Program) -> ModuleToc:
 
 
 def _module_functions(mod: drgn.Object) -> Iterator[Tuple[str, int]]:
-    """(name, address) of the module's function symbols, from its own kallsyms."""
-    prog = mod.prog_
-    kallsyms = mod.kallsyms if has_member(prog, "struct module", "kallsyms") else mod
-    symtab = kallsyms.symtab.value_()
-    count = kallsyms.num_symtab.value_()
-    strtab = kallsyms.strtab.value_()
-    if not symtab or not count:
-        return
-    buf = prog.read(symtab, count * ELF64_SYM_SIZE)
-    little = bool(prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
-    fmt = ("<" if little else ">") + "IBBHQQ"
-    for i in range(count):
-        st_name, st_info, _, _, st_value, _ = struct.unpack_from(fmt, buf, i * ELF64_SYM_SIZE)
-        if st_info & 0xF != STT_FUNC or not st_value:
-            continue
-        try:
-            fname = prog.read_c_string(strtab + st_name, max_size=256).decode(errors="replace")
-        except _UNREADABLE:
-            fname = f"{st_value:#x}"
-        yield fname, st_value
+    """(name, address) of the module's function symbols, from its own kallsyms
+    (drgn's :func:`~drgn.helpers.linux.kallsyms.module_kallsyms`)."""
+    from drgn.helpers.linux.kallsyms import module_kallsyms
+
+    kallsyms = mod.kallsyms if has_member(mod.prog_, "struct module", "kallsyms") else mod
+    if not kallsyms.symtab.value_() or not kallsyms.num_symtab.value_():
+        return  # module_kallsyms would index symbol -1
+    for sym in module_kallsyms(mod):
+        if sym.kind == drgn.SymbolKind.FUNC and sym.address:
+            yield sym.name, sym.address
 
 
 def _cross_check(prog: drgn.Program, entry: ModuleToc,

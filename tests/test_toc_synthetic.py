@@ -33,8 +33,12 @@ def _kernel(*, arch_members, new_attr_names=True, nsect=3):
     mk.struct("module_sect_attrs", [("unsigned int", "nsections"),
                                     (f"struct module_sect_attr [{nsect}]", "attrs")])
     mk.struct("mod_arch_specific", arch_members)
-    mk.struct("mod_kallsyms", [("void *", "symtab"), ("unsigned int", "num_symtab"),
-                               ("char *", "strtab")])
+    # include/uapi/linux/elf.h Elf64_Sym; mod_kallsyms as in 5.2 and later (typetab)
+    mk.struct("elf64_sym", [("unsigned int", "st_name"), ("unsigned char", "st_info"),
+                            ("unsigned char", "st_other"), ("unsigned short", "st_shndx"),
+                            ("unsigned long", "st_value"), ("unsigned long", "st_size")])
+    mk.struct("mod_kallsyms", [("struct elf64_sym *", "symtab"), ("unsigned int", "num_symtab"),
+                               ("char *", "strtab"), ("char *", "typetab")])
     mk.struct("module", [("struct list_head", "list"), ("char [56]", "name"),
                          ("struct module_sect_attrs *", "sect_attrs"),
                          ("struct mod_arch_specific", "arch"),
