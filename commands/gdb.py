@@ -146,8 +146,6 @@ class _Session:
         return self.prog
 
     def _build(self) -> Any:
-        import drgn
-
         from lpdebug import target
         from lpdebug.kernel import LINEAR_MAP_BASE, LINEAR_MAP_MIN_SIZE
 

@@ -87,7 +87,7 @@ one its functions' ``addis r2,r12``/``addi r2,r2`` prologues compute.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from .model import CpuStop, Finding, KlpFunc, LivepatchState, TaskTrace
 from .toc import VMLINUX, TocMap
@@ -219,8 +219,8 @@ def check_livepatch_stack(trace: TaskTrace, tocs: TocMap,
         old_images = {f.old_module or VMLINUX for f in funcs}
         local_call = not frame.toc_restore
         lr_resolved = entry.real_lr == frame.pc
-        common = dict(pid=pid, frame=frame.index, actual_toc=entry.toc,
-                      actual_module=actual_owner, slot=entry.address)
+        common: Dict[str, Any] = dict(pid=pid, frame=frame.index, actual_toc=entry.toc,
+                                      actual_module=actual_owner, slot=entry.address)
 
         if len(old_images) == 1:
             old_image = old_images.pop()

@@ -138,9 +138,11 @@ def _rec_table_name(prog: drgn.Program) -> str:
         return "6.3"
     # ftrace_func_entry.direct is unconditional in 5.10.223; ftrace_find_rec_direct
     # exists only with DYNAMIC_FTRACE_WITH_DIRECT_CALLS (x86 there)
-    if kernel.has_member(prog, "struct ftrace_func_entry", "direct") or kernel.has_object(prog, "ftrace_find_rec_direct"):
+    if (kernel.has_member(prog, "struct ftrace_func_entry", "direct")
+            or kernel.has_object(prog, "ftrace_find_rec_direct")):
         return "5.7"
-    if kernel.has_member(prog, "struct ftrace_hash", "flags") or not kernel.has_member(prog, "struct ftrace_ops", "nr_trampolines"):
+    if (kernel.has_member(prog, "struct ftrace_hash", "flags")
+            or not kernel.has_member(prog, "struct ftrace_ops", "nr_trampolines")):
         return "4.9"
     return "4.4"
 

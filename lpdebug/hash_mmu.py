@@ -457,7 +457,7 @@ def kernel_page_tables(prog: drgn.Program, mmu: Optional[str] = None,
                 "page-table split (Linux 4.7), whose hash PTE format is not supported"
                 % name)
         bits.append(value)
-    geometry = Geometry(_page_shift(prog), tuple(bits), mmu)
+    geometry = Geometry(_page_shift(prog), (bits[0], bits[1], bits[2], bits[3]), mmu)
     pgd = _pgd_address(prog)
     if cache is None:
         cache = not _is_live(prog)

@@ -23,7 +23,7 @@ It is also the one home of everything lpdebug keeps on a Program:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional, TypeVar, Union
+from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional, Set, TypeVar, Union
 
 import drgn
 
@@ -471,7 +471,7 @@ def walk_list(
     if head.type_.kind != drgn.TypeKind.POINTER:
         head = head.address_of_()
     head_addr = head.value_()
-    seen = set()
+    seen: Set[int] = set()
     try:
         node = head.next.read_()
         while node.value_() != head_addr:

@@ -407,7 +407,8 @@ def livepatch_state(prog: drgn.Program, traces: Optional[Iterable[TaskTrace]] = 
             except drgn.FaultError as e:
                 state.errors.append(f"klp_transition_patch {transition_addr:#x} unreadable: {e}")
                 name = f"klp_patch@{transition_addr:#x}"
-        state.transition = KlpTransition(patch=name, target_state=_STATE_NAMES.get(target))
+        state.transition = KlpTransition(
+            patch=name, target_state=_STATE_NAMES.get(target) if target is not None else None)
     state.shadow_count = shadow_variable_count(prog, state.errors)
     if traces is not None:
         state.transition.blocking = blocking_tasks(state, traces)

@@ -202,7 +202,7 @@ def _ip_list(ips: Sequence[int], names: Sequence[Optional[str]], limit: int = 8)
     if not ips:
         return "-"
     shown = [
-        (names[i] if i < len(names) and names[i] else f"{ip:#x}")
+        (names[i] if i < len(names) else None) or f"{ip:#x}"
         for i, ip in enumerate(ips[:limit])
     ]
     more = len(ips) - limit

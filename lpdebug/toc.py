@@ -37,7 +37,6 @@ a function descriptor) and is not cross-checked.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple
 

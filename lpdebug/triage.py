@@ -115,7 +115,7 @@ def task_traces(prog: Any, *, progress: Optional[Progress] = None,
     for done, task in enumerate(tasks):
         if progress is not None:
             progress("tasks", done, len(tasks))
-        trace = _guarded(errors, f"task at {_address_of(task)}", lambda: true_backtrace(task),
+        trace = _guarded(errors, f"task at {_address_of(task)}", lambda: true_backtrace(task),  # noqa: B023 (called at once)
                          None)
         if trace is not None:
             traces.append(trace)

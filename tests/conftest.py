@@ -5,7 +5,6 @@
 needs no testbed. ``python3 -m pytest -q --testbed`` runs the tests marked ``testbed``, which read the QEMU
 testbed that ``vmcores/build`` makes; there they fail, never skip, when the testbed is missing.
 """
-import pytest
 
 
 def pytest_addoption(parser):

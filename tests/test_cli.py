@@ -157,7 +157,7 @@ def _sysfs_patches(truth_dir):
     for patch in sorted(os.listdir(root)):
         pdir = os.path.join(root, patch)
 
-        def flag(f):
+        def flag(f, pdir=pdir):
             with open(os.path.join(pdir, f)) as fh:
                 return fh.read().strip() == "1"
 

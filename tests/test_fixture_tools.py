@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lpdebug import sample
+from lpdebug import kernel, sample
 from lpdebug import triage as tr
 
 pytestmark = pytest.mark.fixtures
@@ -22,7 +22,7 @@ import dwarfprune  # noqa: E402
 import elfcore  # noqa: E402
 
 PAGE = elfcore.PAGE
-BASE = elfcore.LINEAR_MAP_BASE
+BASE = kernel.LINEAR_MAP_BASE
 
 
 def _note(name, ntype, desc):
@@ -81,7 +81,8 @@ def test_sparse_core_keeps_notes_and_only_the_pages_read(tmp_path):
     for paddr, vaddr, offset, filesz, memsz in layout.loads:
         assert filesz == memsz
         for i in range(filesz // PAGE):
-            got[paddr + i * PAGE] = (vaddr + i * PAGE if vaddr else 0, data[offset + i * PAGE : offset + (i + 1) * PAGE])
+            page = data[offset + i * PAGE : offset + (i + 1) * PAGE]
+            got[paddr + i * PAGE] = (vaddr + i * PAGE if vaddr else 0, page)
     assert got == {
         PAGE: (BASE + PAGE, ram0[PAGE : 2 * PAGE]),
         2 * PAGE: (BASE + 2 * PAGE, ram0[2 * PAGE : 3 * PAGE]),

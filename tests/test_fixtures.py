@@ -144,7 +144,10 @@ def test_modules_match_truth(name):
 
 
 def _sysfs_patches(t):
-    """{patch: {"enabled":.., "transition":.., "replace":.., "objects": {obj: {"patched":.., "funcs": {(name, pos)}}}}}"""
+    """
+    {patch: {"enabled":.., "transition":.., "replace":..,
+             "objects": {obj: {"patched":.., "funcs": {(name, pos)}}}}}
+    """
     patches = {}
     for path, data in sorted(t.items()):
         parts = path.split("/")

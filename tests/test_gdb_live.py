@@ -179,7 +179,7 @@ def gdb_batch(live, *commands, timeout=1800):
         argv += ["-ex", f"lp-symbols {ko}"]
     for i, command in enumerate(commands):
         argv += ["-ex", f"echo @@LP-OUTPUT-{i}@@\\n", "-ex", command]
-    argv += ["-ex", f"echo @@LP-OUTPUT-END@@\\n", "-ex", "detach"]
+    argv += ["-ex", "echo @@LP-OUTPUT-END@@\\n", "-ex", "detach"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     assert "@@LP-OUTPUT-END@@" in proc.stdout, (proc.stdout[-3000:], proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -253,7 +253,7 @@ def test_hash_livepatch_same_as_radix_and_sysfs(hash_name, radix_name, geometry)
     assert facts == livepatch_facts(rprog)
     sysfs = sys_kernel_livepatch(hash_name)
     assert sorted(f[0] for f in facts) == sorted(sysfs)
-    for patch, enabled, replace, objs in facts:
+    for patch, enabled, _replace, objs in facts:
         assert enabled == sysfs[patch][0]
         by_name = {(o[0] or "vmlinux"): o for o in objs}
         assert sorted(by_name) == sorted(sysfs[patch][1])

@@ -49,7 +49,8 @@ def _mock(little_endian=True, arch=drgn.Architecture.PPC64, vmcoreinfo=b""):
 def test_big_endian_ppc64_is_elfv1_synthetic():
     mk = _mock(little_endian=False, vmcoreinfo=b"OSRELEASE=4.4.0\nPAGESIZE=65536\nBUILD-ID=ABCD\n")
     info = kernel.kernel_info(mk.prog)
-    assert (info.arch, info.elf_abi, info.release, info.page_size, info.build_id) == ("ppc64", 1, "4.4.0", 65536, "abcd")
+    assert (info.arch, info.elf_abi, info.release, info.page_size, info.build_id) == \
+        ("ppc64", 1, "4.4.0", 65536, "abcd")
     assert kernel.toc_save_offset(mk.prog) == 40
 
 
@@ -117,7 +118,8 @@ def test_walk_list_reports_cycles_and_faults_synthetic():
     for it in items:
         mk.list_add_tail(head, it + 8)
     errors = []
-    assert [i.value.value_() for i in kernel.walk_list(mk.prog["items"], "struct item", "node", errors, "items")] == [0, 1, 2]
+    walked = kernel.walk_list(mk.prog["items"], "struct item", "node", errors, "items")
+    assert [i.value.value_() for i in walked] == [0, 1, 2]
     assert errors == []
     mk.write_int(items[2] + 8, items[1] + 8)  # 2 -> 1: a cycle that never reaches the head
     assert len(list(kernel.walk_list(mk.prog["items"], "struct item", "node", errors, "items"))) == 3

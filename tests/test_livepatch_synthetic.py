@@ -205,7 +205,8 @@ def build_array_layout(mk, *, with_state_enum=False):
                         ("unsigned long", "old_addr"), ("struct list_head", "stack_node"),
                         ("unsigned long", "old_size"), ("unsigned long", "new_size"),
                         ("bool", "patched"), ("bool", "transition")]
-        obj_members = [("char *", "name"), ("struct klp_func *", "funcs"), ("struct module *", "mod"), ("bool", "patched")]
+        obj_members = [("char *", "name"), ("struct klp_func *", "funcs"), ("struct module *", "mod"),
+                       ("bool", "patched")]
         patch_members = [("struct module *", "mod"), ("struct klp_object *", "objs"),
                          ("struct list_head", "list"), ("bool", "enabled")]
     mk.struct("klp_func", func_members)

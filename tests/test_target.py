@@ -6,7 +6,10 @@ kernel cores (testbed), and the guest VMCOREINFO note parser (synthetic).
 
 import os
 import shutil
+import signal
 import struct
+import subprocess
+import time
 
 import pytest
 
@@ -69,7 +72,7 @@ def test_missing_debug_info_is_a_clear_error():
     with pytest.raises(errors.DebugInfoError) as info:
         target.open_vmcore(s["vmcore"], [], default_debug_info=False)
     message = str(info.value)
-    build_id = dict(l.split("=", 1) for l in open(s["vmcoreinfo"]).read().splitlines() if "=" in l)["BUILD-ID"]
+    build_id = kernel.parse_vmcoreinfo(open(s["vmcoreinfo"]).read())["BUILD-ID"]
     assert "no debug info for the target's vmlinux" in message
     assert build_id.lower() in message
 
@@ -122,10 +125,6 @@ def test_vmcoreinfo_note_parser_synthetic(little_endian):
 
 
 # --- QEMU over QMP ------------------------------------------------------------
-
-import signal
-import subprocess
-import time
 
 QMP_SCENARIOS = ["settled", "settled-6.1", "settled-5.10"]  # 6.1 and 5.10 need the linear-map segment
 
