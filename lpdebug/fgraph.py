@@ -39,6 +39,7 @@ from typing import List, Optional, Tuple
 
 import drgn
 
+from . import kernel
 from .kernel import fgraph_layout
 from .model import FgraphEntry
 
@@ -139,11 +140,9 @@ def _read_array(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,
 
 
 def _shadow_stack_words(prog: drgn.Program) -> int:
-    try:
-        page_size = prog["PAGE_SIZE"].value_()
-    except (LookupError, *_UNREADABLE):
-        page_size = 65536  # the largest ppc64 page: only used as an upper bound
-    return page_size // 8
+    # SHADOW_STACK_SIZE is PAGE_SIZE (kernel/trace/fgraph.c, 6.11+). Without
+    # the page size, the largest ppc64 page bounds it (kernel.PPC64_MAX_PAGE_SIZE).
+    return (kernel.page_size(prog) or kernel.PPC64_MAX_PAGE_SIZE) // 8
 
 
 def _read_offsets(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,

@@ -90,18 +90,27 @@ _REC_TABLES = {
     "4.4": 26,  # IPMODIFY 26 was the lowest; not rechecked against a 4.4 source here
     "4.9": 25,  # DISABLED 25 added; not rechecked against a 4.9 source here
     "5.7": 23,  # DIRECT 24, DIRECT_EN 23 (v5.5, with register_ftrace_direct()): 5.10.223, 6.1.192
-    "6.3": 21,  # CALL_OPS 22, CALL_OPS_EN 21 ("ftrace: Add DYNAMIC_FTRACE_WITH_CALL_OPS", v6.3)
+    "6.3": 21,  # CALL_OPS 22, CALL_OPS_EN 21 (cbad0fb2d8d9 "ftrace: Add DYNAMIC_FTRACE_WITH_CALL_OPS", v6.3)
     "6.4": 19,  # TOUCHED 20, MODIFIED 19 (touched_functions, v6.4); 6.12.117 has 19..31
 }
+# The records of one ftrace_page are one __get_free_pages() block
+# (ftrace_allocate_records()), at most PAGE_SIZE << the largest page order:
+# 16 MiB on ppc64 with 4K or 64K pages (ARCH_FORCE_MAX_ORDER 12 / 8 in 6.12's
+# arch/powerpc/Kconfig; FORCE_MAX_ZONEORDER 13 / 9, one past the largest
+# order, in 5.10's). A page claiming more records is corrupt.
+_RECORD_BLOCK_MAX = 16 << 20
 
 
 def _ops_table_name(prog: drgn.Program) -> str:
+    # subop_list and FTRACE_OPS_FL_SUBOP: 5fccc7552ccb ("ftrace: Add subops
+    # logic to allow one ops to manage many", v6.12).
     has = lambda m: kernel.has_member(prog, "struct ftrace_ops", m)  # noqa: E731
     if has("subop_list"):  # with SUBOP in 6.12.117 (absent in 6.1.192)
         return "6.12"
     # ftrace_ops.list (fc0ea795f53c "ftrace: Add symbols for ftrace
-    # trampolines", v5.9) and ftrace_func_entry.direct (register_ftrace_direct(),
-    # v5.5) are both in 5.10.223, where PERMANENT and DIRECT are 16, 17.
+    # trampolines", v5.9) and ftrace_func_entry.direct (763e34e74bb7 "ftrace:
+    # Add register_ftrace_direct()", v5.5) are both in 5.10.223, where
+    # PERMANENT and DIRECT are 16, 17.
     if has("list") or kernel.has_member(prog, "struct ftrace_func_entry", "direct"):
         return "5.7"
     # ftrace_hash.flags is in the 4.15 layout and not in 4.9's (not rechecked
@@ -124,14 +133,19 @@ def ops_flag_bits(prog: drgn.Program) -> Dict[str, int]:
         if "RECURSION_SAFE" in bits and kernel.has_member(prog, "struct ftrace_ops", "ops_func"):
             # a25d036d939a "ftrace: Reverse what the RECURSION flag means in
             # the ftrace_ops" (v5.11) renamed it RECURSION, same bit; ops_func
-            # tells a kernel after it (6.1.192 has both, 5.10.223 neither).
+            # (53cd885bc5c3 "ftrace: Allow IPMODIFY and DIRECT ops on the same
+            # function", v6.0) tells a kernel after it (6.1.192 has both,
+            # 5.10.223 neither).
             bits["RECURSION"] = bits.pop("RECURSION_SAFE")
     return bits
 
 
 def _rec_table_name(prog: drgn.Program) -> str:
     # Without the enum in the debug info, tell the layouts apart by the
-    # functions that came with the new bits.
+    # functions that came with the new bits: ftrace_find_unique_ops with
+    # CALL_OPS (cbad0fb2d8d9 "ftrace: Add DYNAMIC_FTRACE_WITH_CALL_OPS", v6.3),
+    # ftrace_find_rec_direct with DIRECT (763e34e74bb7 "ftrace: Add
+    # register_ftrace_direct()", v5.5).
     if kernel.has_object(prog, "ftrace_touched_open") or kernel.has_object(prog, "touched_functions"):
         return "6.4"
     if kernel.has_object(prog, "ftrace_find_unique_ops"):
@@ -375,7 +389,7 @@ def _raw_records(prog: drgn.Program, errors: List[str], timings: Dict[str, float
         except drgn.FaultError as e:
             errors.append(f"ftrace page {page.value_():#x} unreadable: {e}")
             continue
-        if index < 0 or index * size > (64 << 20):
+        if index < 0 or index * size > _RECORD_BLOCK_MAX:
             errors.append(f"ftrace page {page.value_():#x}: implausible record count {index}")
             continue
         pages.append((page.value_(), records, index))

@@ -60,6 +60,7 @@ __all__ = (
     "LINEAR_MAP_BASE",
     "LINEAR_MAP_MIN_SIZE",
     "MMU_FTR_TYPE_RADIX",
+    "PPC64_MAX_PAGE_SIZE",
 )
 
 # Start of the ppc64 Book3S-64 linear map: virtual = LINEAR_MAP_BASE + physical
@@ -73,6 +74,9 @@ LINEAR_MAP_BASE = 0xC000000000000000
 LINEAR_MAP_MIN_SIZE = 0x3D0000000000
 # arch/powerpc/include/asm/mmu.h; the flag drgn itself uses to pick radix walks.
 MMU_FTR_TYPE_RADIX = 0x40
+# The largest page a ppc64 kernel can have: 64K (PPC_64K_PAGES; the 256K pages
+# of PPC_256K_PAGES are for 32-bit 44x only, arch/powerpc/Kconfig).
+PPC64_MAX_PAGE_SIZE = 1 << 16
 
 _T = TypeVar("_T")
 
@@ -298,9 +302,11 @@ def mmu(prog: drgn.Program) -> Optional[str]:
     """
     ``"radix"`` or ``"hash"`` on ppc64 Book3S-64; None elsewhere (Book3E has
     neither) or while unknown. The kernel says so itself in VMCOREINFO's
-    ``NUMBER(RADIX_MMU)`` from 6.8 on; older kernels leave it to the cpu
-    feature bit drgn's page-table walker tests too,
-    ``cur_cpu_spec->mmu_features & MMU_FTR_TYPE_RADIX``.
+    ``NUMBER(RADIX_MMU)`` since 36e826b568e4 ("powerpc/vmcore: Add MMU
+    information to vmcoreinfo", 6.7, also in 6.6 stable), which added
+    ``SYMBOL(cur_cpu_spec)`` and ``OFFSET(cpu_spec.mmu_features)`` too; older
+    kernels leave it to the cpu feature bit drgn's page-table walker tests
+    too, ``cur_cpu_spec->mmu_features & MMU_FTR_TYPE_RADIX``.
 
     An unknown answer is not kept: ``cur_cpu_spec`` may become readable once
     :mod:`lpdebug.hash_mmu` has added the linear map.
@@ -399,7 +405,9 @@ def fgraph_layout(prog: drgn.Program) -> Optional[str]:
     """
     Layout of ``task_struct.ret_stack``: ``"array"`` (a ``struct
     ftrace_ret_stack *`` array, up to 6.10), ``"offset"`` (an ``unsigned long
-    *`` word stack, 6.11 and later) or None without the graph tracer.
+    *`` word stack, 6.11 and later, from 42675b723b48 ("function_graph:
+    Convert ret_stack to a series of longs")) or None without the graph
+    tracer.
     """
     tp = member_type(prog, "struct task_struct", "ret_stack")
     if tp is None or tp.kind != drgn.TypeKind.POINTER:

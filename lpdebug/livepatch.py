@@ -81,6 +81,8 @@ def _no_livepatch_reason(prog: drgn.Program) -> Optional[str]:
     if not kernel.has_livepatch(prog):
         return "the kernel has no livepatch support (CONFIG_LIVEPATCH is off: no klp_patches, no struct klp_patch)"
     if not kernel.has_object(prog, "klp_patches"):
+        # Global, holding the enabled patches only, since 958ef1e39d24
+        # ("livepatch: Simplify API by removing registration step", 5.1).
         return "klp_patches is not in the debug info (kernels before 5.2 keep it static)"
     return None
 
@@ -259,6 +261,8 @@ def tasks_not_in_target_state(prog: drgn.Program) -> Iterator[drgn.Object]:
     when no transition is in progress.
     """
     target = target_state(prog)
+    # task_struct.patch_state came with d83a7cb375ee ("livepatch: change to a
+    # per-task consistency model", 4.12).
     if target not in (KLP_PATCHED, KLP_UNPATCHED) or not kernel.has_member(prog, "struct task_struct", "patch_state"):
         return
     for task in _all_tasks(prog):

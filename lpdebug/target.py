@@ -389,10 +389,11 @@ def _read_guest_vmcoreinfo(prog: drgn.Program, vmlinux: str, little_endian: bool
             " or the vmlinux is not the guest's kernel)"
         )
     try:
-        # VMCOREINFO_NOTE_SIZE is at most a few pages; the text is below 4 KiB.
+        # The note's text is at most VMCOREINFO_BYTES = PAGE_SIZE
+        # (include/linux/vmcore_info.h), its name "VMCOREINFO".
         header = prog.read(note - base, 12, True)
         namesz, descsz, _ = struct.unpack("<III" if little_endian else ">III", header)
-        if namesz > 64 or descsz > 65536:
+        if namesz > 64 or descsz > kernel.PPC64_MAX_PAGE_SIZE:
             raise TargetError("the guest's vmcoreinfo_note does not point at an ELF note")
         buf = prog.read(note - base, 12 + ((namesz + 3) & ~3) + descsz, True)
     except drgn.FaultError as e:

@@ -159,6 +159,8 @@ def module_toc(mod: drgn.Object) -> ModuleToc:
     # and compute my_r2() = (sh_addr & ~0xff) + 0x8000 in module_64.c.
     if has_member(prog, "struct mod_arch_specific", "toc"):
         return ModuleToc(name, mod.arch.toc.value_(), "arch.toc")
+    # 77e69ee7ce07 ("powerpc/64: modules support building with PCREL
+    # addresing", 6.4) gives a PC-relative kernel's modules a GOT, no TOC.
     if (has_member(prog, "struct mod_arch_specific", "got_section")
             and not has_member(prog, "struct mod_arch_specific", "toc_section")):
         return ModuleToc(name, None, None,
@@ -179,9 +181,10 @@ def module_toc(mod: drgn.Object) -> ModuleToc:
 
 def vmlinux_toc(prog: drgn.Program) -> ModuleToc:
     """
-    The kernel's TOC: ``paca_ptrs[0]->kernel_toc`` (``paca[0]`` before 4.13),
-    which boot code loads from r2; else the ``.TOC.`` symbol; else
-    ``__toc_start + 0x8000`` (kernels up to 5.15).
+    The kernel's TOC: ``paca_ptrs[0]->kernel_toc`` (``paca[0]`` before
+    d2e60075a3d4, "powerpc/64: Use array of paca pointers and allocate
+    pacas individually", 4.17), which boot code loads from r2; else the
+    ``.TOC.`` symbol; else ``__toc_start + 0x8000`` (kernels up to 5.15).
     """
     errors = []
     for getter in (lambda: prog["paca_ptrs"][0].kernel_toc, lambda: prog["paca"][0].kernel_toc):
@@ -203,6 +206,8 @@ def _module_functions(mod: drgn.Object) -> Iterator[Tuple[str, int]]:
     (drgn's :func:`~drgn.helpers.linux.kallsyms.module_kallsyms`)."""
     from drgn.helpers.linux.kallsyms import module_kallsyms
 
+    # mod->kallsyms since 8244062ef1e5 ("modules: fix longstanding /proc/kallsyms
+    # vs module insertion race.", 4.5), as module_kallsyms() knows too.
     kallsyms = mod.kallsyms if has_member(mod.prog_, "struct module", "kallsyms") else mod
     if not kallsyms.symtab.value_() or not kallsyms.num_symtab.value_():
         return  # module_kallsyms would index symbol -1
