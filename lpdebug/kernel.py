@@ -46,6 +46,7 @@ __all__ = (
     "elf_abi",
     "toc_save_offset",
     "build_id",
+    "main_module",
     "has_livepatch",
     "fgraph_layout",
     "has_type",
@@ -384,14 +385,26 @@ def toc_save_offset(prog: drgn.Program) -> int:
 
 @cached
 def build_id(prog: drgn.Program) -> Optional[str]:
+    """The target kernel's GNU build ID, lowercase hex: VMCOREINFO's ``BUILD-ID``, else drgn's."""
     value = vmcoreinfo(prog).get("BUILD-ID")
     if value:
         return value.lower()
+    main = main_module(prog)
+    return main.build_id.hex() if main is not None and main.build_id else None
+
+
+def main_module(prog: drgn.Program) -> Optional[drgn.Module]:
+    """drgn's module for vmlinux, created from the target if drgn has not yet."""
     try:
-        bid = prog.main_module().build_id
+        return prog.main_module()
     except LookupError:
-        return None
-    return bid.hex() if bid else None
+        pass
+    try:
+        for module, _ in prog.loaded_modules():
+            return module  # drgn creates the main module first
+    except (ValueError, LookupError, drgn.FaultError, NotImplementedError):
+        pass
+    return None
 
 
 @cached

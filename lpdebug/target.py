@@ -115,33 +115,14 @@ def debug_info_files(paths: Iterable[str]) -> List[str]:
     return files
 
 
-def _main_module(prog: drgn.Program) -> Optional[drgn.Module]:
-    """drgn's module for vmlinux; drgn takes its build ID from VMCOREINFO."""
-    try:
-        return prog.main_module()
-    except LookupError:
-        pass
-    try:
-        for module, _ in prog.loaded_modules():
-            return module  # drgn creates the main module first
-    except (ValueError, LookupError, drgn.FaultError, NotImplementedError):
-        pass
-    return None
-
-
-def _target_build_id(prog: drgn.Program) -> Optional[str]:
-    main = _main_module(prog)
-    return main.build_id.hex() if main is not None and main.build_id else None
-
-
 def check_build_id(prog: drgn.Program, vmlinux: str) -> None:
     """
     Offer ``vmlinux`` to drgn for the target's kernel; raise
     :class:`BuildIdMismatch` when drgn refuses it because its build ID is
     another kernel's.
     """
-    main = _main_module(prog)
-    expected = _target_build_id(prog)
+    main = kernel.main_module(prog)
+    expected = kernel.build_id(prog)
     if main is None or expected is None:
         _warn(prog, "the target has no BUILD-ID in VMCOREINFO: could not check that the vmlinux fits")
         return
@@ -191,7 +172,7 @@ def load_debug_info(
             _load(prog, [], default=True, main=True, warnings=warnings)
             kernel.invalidate(prog)
         if not kernel.has_type(prog, "struct task_struct"):
-            bid = _target_build_id(prog)
+            bid = kernel.build_id(prog)
             raise DebugInfoError(
                 "no debug info for the target's vmlinux"
                 + (f" (build ID {bid})" if bid else "")
