@@ -101,7 +101,7 @@ PROLOGUE_SCAN = 64
 
 def _exception_code_range(prog: drgn.Program) -> Optional[Tuple[int, int]]:
     # Everything below __end_soft_masked is the interrupt vectors and the
-    # interrupt entry/exit code: "powerpc/64: treat low kernel text as irqs
+    # interrupt entry/exit code: 9d1988ca87dd "powerpc/64: treat low kernel text as irqs
     # soft-masked" (5.14). Older kernels (5.10.223: no __end_soft_masked) bound
     # the vectors only, __start_interrupts..__end_interrupts (exceptions-64s.S);
     # their interrupt return code in entry_64.S is not exempted.
