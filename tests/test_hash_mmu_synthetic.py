@@ -9,7 +9,7 @@ import pytest
 from drgn import (Architecture, FaultError, Platform, PlatformFlags, Program, Symbol,
                   SymbolBinding, SymbolKind)
 
-from lpdebug import hash_mmu
+from lpdebug import hash_mmu, kernel
 from lpdebug.hash_mmu import HASH_4K, HASH_64K, RADIX_4K, RADIX_64K, PageTableWalker
 from lpdebug.kernel import LINEAR_MAP_BASE as PAGE_OFFSET
 
@@ -453,6 +453,10 @@ def test_synthetic_program_hash_segments(geom, little_endian):
     hm = hash_mmu.add_hash_mmu_segments(prog)
     assert hm is not None and hm.walker.geometry == geom
     assert hash_mmu.add_hash_mmu_segments(prog) is hm  # idempotent
+    # The segments are program state, not a cached fact: dropping the facts
+    # (as gdb does before every command) must not register them again.
+    kernel.invalidate(prog)
+    assert hash_mmu.add_hash_mmu_segments(prog) is hm
 
     assert prog.read(PAGE_OFFSET + KERNEL_VARS["init_task"], 9) == b"init_task"
     assert prog.read(va + 100, 2 * ps - 200) == data[100:-100]
@@ -470,7 +474,7 @@ def test_synthetic_program_hash_segments(geom, little_endian):
 
 
 def test_synthetic_program_mmu_from_cpu_spec():
-    """No NUMBER(RADIX_MMU) (kernels before 6.8): cur_cpu_spec->mmu_features,
+    """No NUMBER(RADIX_MMU) (kernels before 6.7): cur_cpu_spec->mmu_features,
     which on hash needs the linear-map segment first."""
     prog, mem, b = make_kernel_program(HASH_4K, radix_number=False)
     assert hash_mmu.mmu_type(prog) == "hash"
