@@ -69,8 +69,9 @@ __all__ = (
 LINEAR_MAP_BASE = 0xC000000000000000
 # Size of the smallest linear-map region of any Book3S-64 layout: hash with 4K
 # pages, where vmalloc starts at H_KERN_VIRT_START = 0xc0003d0000000000
-# (arch/powerpc/include/asm/book3s/64/hash-4k.h, 6.12). It covers the kernel image and any RAM a kernel of that layout maps,
-# so it serves as the linear map's size whenever the real end is not known.
+# (arch/powerpc/include/asm/book3s/64/hash-4k.h, 6.12). It covers the kernel
+# image and any RAM a kernel of that layout maps, so it serves as the linear
+# map's size whenever the real end is not known.
 LINEAR_MAP_MIN_SIZE = 0x3D0000000000
 # arch/powerpc/include/asm/mmu.h; the flag drgn itself uses to pick radix walks.
 MMU_FTR_TYPE_RADIX = 0x40
