@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Benchmark: lpdebug's dyn_ftrace record walk against drgn's own work, in the
 same run on the same program.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Benchmark: lpdebug's Symbolizer (sorted table + bisect) against drgn's own
 ``drgn.SymbolIndex`` and ``Program.symbol``, in the same run on the same

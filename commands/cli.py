@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The ``lpdebug`` command: the same commands as drgn's ``%lp*`` and gdb's
 ``lp-*``, for a shell and for scripts. See ``lpdebug --help``.

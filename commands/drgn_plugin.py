@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 lpdebug's drgn commands, loaded by drgn through the ``drgn.plugins`` entry
 point that installing lpdebug registers.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 lpdebug's commands inside gdb, for a live kernel behind a gdbstub (QEMU's
 ``-s``/``-gdb tcp::PORT``)::

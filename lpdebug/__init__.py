@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 lpdebug: livepatch, ftrace and shadow return stacks of ppc64 Linux kernels,
 read with drgn.

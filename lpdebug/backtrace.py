@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 True backtraces of ppc64 kernel tasks.
 

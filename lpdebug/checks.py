@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 TOC and shadow-stack findings: pure functions over model objects.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The registers each CPU saved in its crash note when the kernel crashed.
 

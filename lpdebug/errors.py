@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Errors lpdebug raises where it cannot go on (bad target, wrong debug info)."""
 
 

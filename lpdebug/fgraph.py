@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The function-graph tracer's shadow return stack, ``task->ret_stack``.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 ftrace state: the registered ``ftrace_ops`` and every ``dyn_ftrace`` record.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Kernel virtual memory of hash-MMU ppc64 (Book3S-64) kernels, served to drgn.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Which kernel is this: the one place where lpdebug decides kernel-version and
 configuration differences.

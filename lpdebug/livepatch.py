@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Livepatch state: patches, their objects and functions, the klp_ops stacks,
 the transition, klp_state entries and shadow variables.

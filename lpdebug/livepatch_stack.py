@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The ppc64 livepatch stack: ``thread_info->livepatch_sp``.
 

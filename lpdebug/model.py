@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The kernel model: plain dataclasses that the walkers fill from a drgn Program
 and that checks and renderers read. Nothing here touches the target.

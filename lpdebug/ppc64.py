@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 ppc64 instruction encodings and ABI facts that lpdebug decodes.
 

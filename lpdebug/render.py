@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Text tables for people: each part of the model as a tabulate table, and the
 whole triage report.

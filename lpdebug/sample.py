@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The bundled sample: a real ppc64le kernel capture, small enough to ship.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Open a kernel as a :class:`drgn.Program`: a vmcore, the running kernel, or a
 QEMU guest over QMP; load vmlinux and module debug info from files or

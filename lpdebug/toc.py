@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 ppc64 TOC pointers (r2) of vmlinux and of every loaded module.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The oops a ppc64 kernel printed to its console, as the oracle of the crashed
 task's backtrace.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Build synthetic (mock) kernels for tests: a :class:`drgn.Program` whose
 types, variables, symbols and memory are made up in the test.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The Python API example of README.md, extracted and run as a user would run
 it, on the testbed's settled vmcore; its output is checked against the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Synthetic tests of true-backtrace resolution and frame annotation: plain
 values and mock kernels for what no testbed kernel shows (ELFv1 big-endian

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 True backtraces on the real-kernel testbed, compared with the kernel's own view.
 

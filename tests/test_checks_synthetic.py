@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Synthetic tests of the findings rules (a)-(d): model objects made up here
 (the checks never read a target), for states no testbed kernel reaches:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The ``lpdebug`` command line: help, exit codes (0 no findings, 1 findings, 2
 errors with one line on stderr), and every scenario vmcore of the testbed

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Synthetic tests of where a crash note's unwind starts
 (:func:`lpdebug.crash_notes.unwind_start`), for the layout no testbed kernel

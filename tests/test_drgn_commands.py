@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 lpdebug's drgn commands: registered through the drgn.plugins entry point,
 run by drgn itself (``drgn -e`` and drgn's interactive REPL in a pseudo

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Synthetic tests of the function-graph shadow stack decoder: mock kernels
 (types and memory made up here) for the layouts and faults no testbed kernel

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The fixture tools of vmcores/fixtures (sparse vmcore writer, DWARF pruner and
 ELF writer) on made-up cores and on the bundled sample's own files, without

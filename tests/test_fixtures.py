@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Fast tier on the committed real-kernel fixtures (no QEMU, no testbed).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The fixture proof, kept on the real-kernel testbed: for every scenario, cut
 the full capture down again with vmcores/fixtures/minimize.py (sparse vmcore

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Synthetic tests of lpdebug.ftrace: mock kernels for the flag layouts of
 releases the testbed does not build (4.4, and the choice between the DWARF

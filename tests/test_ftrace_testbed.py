@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 End-to-end tests of lpdebug.ftrace on the real-kernel testbed: every line of
 the kernel's own tracefs enabled_functions (and touched_functions, where the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The front ends against a live guest: one testbed guest booted for this module
 (``vmcores/build --live settled``) and stopped at the end.

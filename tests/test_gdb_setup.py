@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 gdb's embedded Python loads lpdebug the way README.md says (site.addsitedir
 of this interpreter's site-packages, then one import), registers the lp-*

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Synthetic tests of lpdebug.hash_mmu: Book3S-64 Linux page tables built in
 fake physical memory for the hash 4K and 64K geometries (and radix, which
 shares the entry format), walked by the pure walker and through a mock drgn

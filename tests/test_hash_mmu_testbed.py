@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """End-to-end tests of lpdebug.hash_mmu on the real-kernel testbed.
 
 * ``settled`` (radix): the walker, fed the radix geometry from the runtime

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Tests of lpdebug.kernel: the kernel identity of every testbed scenario
 against what the guest and the build said (uname -r, the manifest's MMU and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The one home of what lpdebug keeps on a Program (lpdebug.kernel): every
 cached fact lives under one key and :func:`lpdebug.kernel.invalidate` drops

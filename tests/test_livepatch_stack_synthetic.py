@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Synthetic tests of the ppc64 livepatch-stack reader: mock kernels for states
 no testbed kernel reaches (trashed magic, livepatch_sp out of bounds,

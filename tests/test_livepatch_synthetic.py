@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Synthetic tests of lpdebug.livepatch: mock kernels with the layouts and
 broken states the real testbed does not reach (the array layout of kernels

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 End-to-end tests of lpdebug.livepatch on the real-kernel testbed: patches,
 objects, functions and the transition must equal what the kernel itself

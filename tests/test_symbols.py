@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Synthetic tests of lpdebug.symbols: the alias rules (kallsyms' for vmlinux,
 symtab order for modules), module ranges without symbols, label symbols of

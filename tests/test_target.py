@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Tests of lpdebug.target: opening vmcores with debug info from files and
 directories, the build-ID check, missing debug info, files that are not

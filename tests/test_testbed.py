@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Checks of the real-kernel testbed manifest (vmcores/out/manifest.json, built by vmcores/build).
 
 These tests FAIL (never skip) when the testbed is missing: run vmcores/build.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Synthetic tests of module TOC recovery: mock kernels with the struct layouts
 of other kernel versions (sect_attrs names before 5.8, mod->arch.toc before

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Module and kernel TOCs on the real-kernel testbed, against the kernel's own view.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 lpdebug.triage: to_json/dumps on hand-built model objects (schema
 conformance, exact values, determinism), and triage()'s rule that a failing

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """lpdebug.render on hand-built model objects: what each table must show."""
 
 import re

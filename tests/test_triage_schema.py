@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 docs/triage.schema.json: a small JSON Schema validator (the subset the schema
 uses; the project adds no dependency for it), tests that the validator

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Shared access to the real-kernel testbed built by ``vmcores/build``.
 
 Other tests import this module::
