@@ -205,9 +205,9 @@ def test_hash_walker_matches_vm_struct_pages(hash_name, radix_name, geometry):
 def test_hash_detected_and_geometry(hash_name, radix_name, geometry):
     prog, hm, s = open_scenario(hash_name)
     assert hash_mmu.mmu_type(prog) == "hash"
-    radix_number = hash_mmu._vmcoreinfo(prog).get("NUMBER(RADIX_MMU)")
+    radix_number = kernel.vmcoreinfo(prog).get("NUMBER(RADIX_MMU)")
     assert radix_number in (None, "0")
-    assert prog["cur_cpu_spec"].mmu_features.value_() & hash_mmu.MMU_FTR_TYPE_RADIX == 0
+    assert prog["cur_cpu_spec"].mmu_features.value_() & kernel.MMU_FTR_TYPE_RADIX == 0
     assert hm is not None
     assert hash_mmu.add_hash_mmu_segments(prog) is hm
     # the runtime variables agree with the compile-time H_ values of the source
