@@ -17,13 +17,14 @@ read physically at ``virtual - 0xc000000000000000``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
-from . import kernel
+from . import dumpfile, kernel
 from .errors import BuildIdMismatch, DebugInfoError, TargetError
 from .symbols import invalidate as _invalidate_symbols
 
@@ -288,15 +289,61 @@ def _require_kernel(prog: drgn.Program, what: str) -> None:
 def open_vmcore(
     path: str, debug_info: Sequence[str] = (), *, default_debug_info: bool = True
 ) -> drgn.Program:
-    """A Program on a kernel core dump (ELF /proc/vmcore or makedumpfile format)."""
+    """
+    A Program on a kernel core dump: ELF (``/proc/vmcore``, ``makedumpfile
+    -E``) or makedumpfile's kdump-compressed format, filtered or not.
+
+    lpdebug serves the pages of a kdump-compressed file itself (see
+    :mod:`lpdebug.dumpfile`: libkdumpfile cannot translate 4K-page ppc64
+    kernels), and logs every read of a page the dump's filter excluded.
+    """
+    try:
+        dump: Optional[dumpfile.DumpFile] = dumpfile.read_dump_file(path)
+    except OSError as e:
+        raise TargetError(f"{path}: cannot read: {e.strerror or e}") from None
+    except dumpfile.DumpFormatError as e:
+        dump = None
+        _format_warning = f"{e}: lpdebug leaves reading it to drgn and cannot tell filtered pages"
     prog = drgn.Program()
     try:
-        prog.set_core_dump(path)
+        with _drgn_page_table_walk(dump is not None and dump.format == "kdump"):
+            prog.set_core_dump(path)
     except (OSError, ValueError, drgn.FaultError) as e:
         raise TargetError(f"{path}: cannot open as a core dump: {e}") from e
     _require_kernel(prog, path)
+    if dump is None:
+        _warn(prog, _format_warning)
+    elif dump.format == "flattened":
+        _warn(prog, f"{path}: makedumpfile's flattened format: lpdebug leaves reading it to drgn"
+              " (convert it with `makedumpfile -R`) and cannot tell filtered pages")
+    else:
+        try:
+            dumpfile.attach(prog, dump)
+        except (OSError, dumpfile.DumpFormatError) as e:
+            raise TargetError(f"{path}: {e}") from None
     load_debug_info(prog, debug_info, default=default_debug_info)
     return prog
+
+
+@contextlib.contextmanager
+def _drgn_page_table_walk(wanted: bool) -> Iterator[None]:
+    # drgn (0.3.0 and later) reads a kdump-compressed file's virtual addresses
+    # with libkdumpfile's translation, which fails on ppc64 kernels other than
+    # 64K-page hash-era layouts; DRGN_PREFER_PGTABLE_READER, read when the core
+    # dump is set, makes it walk the page tables itself, reading them
+    # physically, which lpdebug.dumpfile serves.
+    if not wanted:
+        yield
+        return
+    old = os.environ.get("DRGN_PREFER_PGTABLE_READER")
+    os.environ["DRGN_PREFER_PGTABLE_READER"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["DRGN_PREFER_PGTABLE_READER"]
+        else:
+            os.environ["DRGN_PREFER_PGTABLE_READER"] = old
 
 
 def open_running_kernel(
