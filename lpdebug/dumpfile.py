@@ -475,13 +475,13 @@ def attach(prog: drgn.Program, dump: DumpFile) -> None:
 
 def dump_file(prog: drgn.Program) -> Optional[DumpFile]:
     """The :class:`DumpFile` that :func:`attach` serves for ``prog``, None if none."""
-    reader = prog.cache.get(_CACHE_KEY)
+    reader = getattr(prog, "cache", {}).get(_CACHE_KEY)
     return reader.dump if reader is not None else None
 
 
 def filtered_reads(prog: drgn.Program) -> List[FilteredRead]:
     """Every excluded page read so far, in the order first read."""
-    reader = prog.cache.get(_CACHE_KEY)
+    reader = getattr(prog, "cache", {}).get(_CACHE_KEY)  # any Program, or a stand-in of tests
     if reader is None:
         return []
     return sorted(reader.filtered.values(), key=lambda r: r.order)
