@@ -120,7 +120,7 @@ class FilteredRead:
     """A page lpdebug (or drgn for it) read that the dump's filter had excluded."""
 
     physical: int  # the page's physical address
-    address: int  # the address as asked for: virtual where the read was virtual
+    address: int  # the first address read in it, as asked for: virtual where the read was virtual
     order: int  # how many filtered pages were read before this one
 
 
@@ -384,7 +384,7 @@ class _DumpReader:
     def _note_filtered(self, phys: int, address: int) -> None:
         page = phys - phys % self.dump.page_size
         if page not in self.filtered:
-            self.filtered[page] = FilteredRead(page, address - (phys - page), len(self.filtered))
+            self.filtered[page] = FilteredRead(page, address, len(self.filtered))
 
     def _page(self, pfn: int, address: int) -> bytes:
         cached = self._cache.get(pfn)

@@ -308,8 +308,8 @@ def open_vmcore(
     try:
         with _drgn_page_table_walk(dump is not None and dump.format == "kdump"):
             prog.set_core_dump(path)
-    except (OSError, ValueError, drgn.FaultError) as e:
-        raise TargetError(f"{path}: cannot open as a core dump: {e}") from e
+    except Exception as e:  # noqa: BLE001 (libkdumpfile's errors reach Python as plain Exception)
+        raise TargetError(f"{path}: cannot open as a core dump: {e}") from None
     _require_kernel(prog, path)
     if dump is None:
         _warn(prog, _format_warning)
