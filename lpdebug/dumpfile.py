@@ -33,11 +33,13 @@ away instead of reporting what it read there as fact.
 
 from __future__ import annotations
 
+import array
 import bisect
 import ctypes
 import ctypes.util
 import os
 import struct
+import sys
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -49,6 +51,7 @@ __all__ = (
     "FilteredRead",
     "DumpFormatError",
     "read_dump_file",
+    "sniff_format",
     "attach",
     "dump_file",
     "filtered_reads",
@@ -203,9 +206,9 @@ class _KdumpLayout:
     bitmap1: int  # bit n: pfn n is RAM
     bitmap2: int  # bit n: pfn n is in the dump
     descs_offset: int  # file offset of the first page_desc
-    rank: List[int] = field(default_factory=list)  # dumped pages before each 64-pfn word
-    words: List[int] = field(default_factory=list)  # bitmap2 as 64-bit words
-    ram_words: List[int] = field(default_factory=list)  # bitmap1 as 64-bit words
+    rank: "array.array[int]" = field(default_factory=lambda: array.array("Q"))  # dumped pages before each word
+    words: "array.array[int]" = field(default_factory=lambda: array.array("Q"))  # bitmap2 as 64-pfn words
+    ram_words: "array.array[int]" = field(default_factory=lambda: array.array("Q"))  # bitmap1 as 64-pfn words
 
 
 def _read_kdump_layout(path: str, f) -> _KdumpLayout:  # type: ignore[no-untyped-def]
@@ -257,13 +260,24 @@ def _read_kdump_layout(path: str, f) -> _KdumpLayout:  # type: ignore[no-untyped
         bitmap2=int.from_bytes(second, "little"),
         descs_offset=bitmap_offset + 2 * half,
     )
-    layout.words = [w for (w,) in struct.iter_unpack("<Q", second + bytes(-len(second) % 8))]
-    layout.ram_words = [w for (w,) in struct.iter_unpack("<Q", first + bytes(-len(first) % 8))]
+    layout.words = _words(second)
+    layout.ram_words = _words(first)
     total = 0
-    for w in layout.words:
-        layout.rank.append(total)
+    rank = [0] * len(layout.words)
+    for i, w in enumerate(layout.words):
+        rank[i] = total
         total += bin(w).count("1")
+    layout.rank = array.array("Q", rank)
     return layout
+
+
+def _words(bitmap: bytes) -> "array.array[int]":
+    # bit n of a makedumpfile bitmap is bit n % 8 of byte n // 8: little-endian 64-bit words
+    words = array.array("Q")
+    words.frombytes(bitmap + bytes(-len(bitmap) % 8))
+    if sys.byteorder != "little":
+        words.byteswap()
+    return words
 
 
 def read_dump_file(path: str) -> DumpFile:
@@ -272,18 +286,33 @@ def read_dump_file(path: str) -> DumpFile:
     Raises :class:`DumpFormatError` for a file whose headers do not hold
     together and OSError when it cannot be read.
     """
+    return _read(path)[0]
+
+
+def sniff_format(path: str) -> Optional[str]:
+    """"elf", "kdump", "flattened" from the file's first bytes; None for anything else."""
+    with open(path, "rb") as f:
+        magic = f.read(16)
+    for signature, name in ((ELF_MAGIC, "elf"), (KDUMP_SIGNATURE, "kdump"), (FLATTENED_SIGNATURE, "flattened")):
+        if magic.startswith(signature):
+            return name
+    return None
+
+
+def _read(path: str) -> Tuple[DumpFile, Optional[_KdumpLayout]]:
     with open(path, "rb") as f:
         magic = f.read(16)
         f.seek(0)
         if magic.startswith(ELF_MAGIC):
-            return _read_elf(path, f)
+            return _read_elf(path, f), None
         if magic.startswith(KDUMP_SIGNATURE):
             layout = _read_kdump_layout(path, f)
             excluded = _runs(layout.bitmap1 & ~layout.bitmap2, layout.max_mapnr, layout.block_size)
-            return DumpFile(path, "kdump", layout.block_size, layout.dump_level, excluded,
+            dump = DumpFile(path, "kdump", layout.block_size, layout.dump_level, excluded,
                             layout.max_mapnr * layout.block_size, _compressions(f, layout))
+            return dump, layout
         if magic.startswith(FLATTENED_SIGNATURE):
-            return DumpFile(path, "flattened", 0, None)
+            return DumpFile(path, "flattened", 0, None), None
     raise DumpFormatError(f"{path}: neither an ELF core nor a makedumpfile dump")
 
 
@@ -331,6 +360,8 @@ class _Decompressors:
             self._lzo = _c_decompressor("lzo2", "lzo1x_decompress_safe")
             self._snappy = _c_decompressor("snappy", "snappy_uncompress")
             self._zstd = _c_decompressor("zstd", "ZSTD_decompress")
+            if self._zstd is not None:
+                self._zstd.restype = ctypes.c_size_t  # type: ignore[attr-defined]
             self._loaded = True
 
     def decompress(self, flags: int, data: bytes, page_size: int) -> bytes:
@@ -349,15 +380,14 @@ class _Decompressors:
         if flags & DUMP_DH_COMPRESSED_SNAPPY:
             if self._snappy is None:
                 raise DumpFormatError("snappy-compressed page, but libsnappy is not installed")
-            out_len = ctypes.c_size_t(page_size)
-            rc = self._snappy(data, ctypes.c_size_t(len(data)), out, ctypes.byref(out_len))
+            snappy_len = ctypes.c_size_t(page_size)
+            rc = self._snappy(data, ctypes.c_size_t(len(data)), out, ctypes.byref(snappy_len))
             if rc != 0:
                 raise DumpFormatError(f"snappy_uncompress failed ({rc})")
-            return out.raw[: out_len.value]
+            return out.raw[: snappy_len.value]
         if flags & DUMP_DH_COMPRESSED_ZSTD:
             if self._zstd is None:
                 raise DumpFormatError("zstd-compressed page, but libzstd is not installed")
-            self._zstd.restype = ctypes.c_size_t
             n = self._zstd(out, ctypes.c_size_t(page_size), data, ctypes.c_size_t(len(data)))
             if n > page_size:
                 raise DumpFormatError("ZSTD_decompress failed")
@@ -437,16 +467,18 @@ class _DumpReader:
         return bytes(count)
 
 
-def attach(prog: drgn.Program, dump: DumpFile) -> None:
+def attach(prog: drgn.Program, path: str) -> DumpFile:
     """
-    Serve ``dump``'s pages to ``prog`` (after ``prog.set_core_dump(dump.path)``):
-    for a kdump-compressed file, all of physical memory and the linear map; for
-    an ELF file, only its excluded pages (as zeros, like drgn, but logged).
+    Serve the pages of the vmcore at ``path`` to ``prog`` (after
+    ``prog.set_core_dump(path)``, or to a Program with no memory yet): for a
+    kdump-compressed file, all of physical memory and the linear map; for an
+    ELF file, only its excluded pages (as zeros, like drgn, but logged); for
+    makedumpfile's flattened format, nothing. Returns what the file's headers
+    say; raises :class:`DumpFormatError` or OSError as :func:`read_dump_file`.
     """
-    layout = None
-    if dump.format == "kdump":
-        with open(dump.path, "rb") as f:
-            layout = _read_kdump_layout(dump.path, f)
+    dump, layout = _read(path)
+    if dump.format == "flattened":
+        return dump
     reader = _DumpReader(dump, layout)
     prog.cache[_CACHE_KEY] = reader
     if layout is not None:
@@ -460,7 +492,7 @@ def attach(prog: drgn.Program, dump: DumpFile) -> None:
 
         prog.add_memory_segment(0, size, read_phys, True)
         prog.add_memory_segment(LINEAR_MAP_BASE, size, read_linear)
-        return
+        return dump
     for start, end in dump.excluded:
 
         def zeros_phys(address: int, count: int, offset: int, physical: bool) -> bytes:
@@ -471,6 +503,7 @@ def attach(prog: drgn.Program, dump: DumpFile) -> None:
 
         prog.add_memory_segment(start, end - start, zeros_phys, True)
         prog.add_memory_segment(LINEAR_MAP_BASE + start, end - start, zeros_linear)
+    return dump
 
 
 def dump_file(prog: drgn.Program) -> Optional[DumpFile]:

@@ -298,29 +298,26 @@ def open_vmcore(
     kernels), and logs every read of a page the dump's filter excluded.
     """
     try:
-        dump: Optional[dumpfile.DumpFile] = dumpfile.read_dump_file(path)
+        kind = dumpfile.sniff_format(path)
     except OSError as e:
         raise TargetError(f"{path}: cannot read: {e.strerror or e}") from None
-    except dumpfile.DumpFormatError as e:
-        dump = None
-        _format_warning = f"{e}: lpdebug leaves reading it to drgn and cannot tell filtered pages"
     prog = drgn.Program()
     try:
-        with _drgn_page_table_walk(dump is not None and dump.format == "kdump"):
+        with _drgn_page_table_walk(kind == "kdump"):
             prog.set_core_dump(path)
     except Exception as e:  # noqa: BLE001 (libkdumpfile's errors reach Python as plain Exception)
         raise TargetError(f"{path}: cannot open as a core dump: {e}") from None
     _require_kernel(prog, path)
-    if dump is None:
-        _warn(prog, _format_warning)
-    elif dump.format == "flattened":
-        _warn(prog, f"{path}: makedumpfile's flattened format: lpdebug leaves reading it to drgn"
-              " (convert it with `makedumpfile -R`) and cannot tell filtered pages")
+    try:
+        dump = dumpfile.attach(prog, path)
+    except (OSError, dumpfile.DumpFormatError) as e:
+        if kind == "kdump":  # drgn's own reading of it fails on 4K-page ppc64 kernels
+            raise TargetError(f"{e}") from None
+        _warn(prog, f"{e}: lpdebug cannot tell the pages the dump's filter excluded")
     else:
-        try:
-            dumpfile.attach(prog, dump)
-        except (OSError, dumpfile.DumpFormatError) as e:
-            raise TargetError(f"{path}: {e}") from None
+        if dump.format == "flattened":
+            _warn(prog, f"{path}: makedumpfile's flattened format: lpdebug leaves reading it to drgn"
+                  " and cannot tell the pages its filter excluded (`makedumpfile -R` converts it)")
     load_debug_info(prog, debug_info, default=default_debug_info)
     return prog
 

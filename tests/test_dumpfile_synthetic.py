@@ -73,7 +73,7 @@ def test_headers_give_level_and_excluded_runs(tmp_path, endian):
 
 def test_pages_served_physically_and_in_the_linear_map(tmp_path):
     prog = ppc64_program()
-    dumpfile.attach(prog, dumpfile.read_dump_file(write_kdump(str(tmp_path / "d"))))
+    dumpfile.attach(prog, write_kdump(str(tmp_path / "d")))
     for pfn in (0, 1, 9, 12, 19, 23, 41, 63):  # stored and zlib pages, around the hole and the exclusions
         assert prog.read(pfn * PS, PS, True) == page(pfn)
         assert prog.read(dumpfile.LINEAR_MAP_BASE + pfn * PS + 8, 4) == bytes([pfn % 251]) * 4
@@ -84,7 +84,7 @@ def test_pages_served_physically_and_in_the_linear_map(tmp_path):
 
 def test_excluded_pages_read_as_zeros_and_are_logged_in_order(tmp_path):
     prog = ppc64_program()
-    dumpfile.attach(prog, dumpfile.read_dump_file(write_kdump(str(tmp_path / "d"))))
+    dumpfile.attach(prog, write_kdump(str(tmp_path / "d")))
     assert prog.read(dumpfile.LINEAR_MAP_BASE + 40 * PS + 16, 8) == bytes(8)
     assert prog.read(19 * PS, 3 * PS, True) == page(19) + bytes(2 * PS)
     reads = dumpfile.filtered_reads(prog)
@@ -97,7 +97,7 @@ def test_excluded_pages_read_as_zeros_and_are_logged_in_order(tmp_path):
 
 def test_memory_hole_is_a_fault_not_zeros(tmp_path):
     prog = ppc64_program()
-    dumpfile.attach(prog, dumpfile.read_dump_file(write_kdump(str(tmp_path / "d"))))
+    dumpfile.attach(prog, write_kdump(str(tmp_path / "d")))
     with pytest.raises(drgn.FaultError, match="no RAM"):
         prog.read(dumpfile.LINEAR_MAP_BASE + 10 * PS, 8)
     assert dumpfile.filtered_reads(prog) == []
@@ -116,7 +116,7 @@ def test_truncated_kdump_header_is_one_clear_error(tmp_path, cut):
 def test_page_that_does_not_decompress_is_a_fault(tmp_path):
     path = write_kdump(str(tmp_path / "d"))
     prog = ppc64_program()
-    dumpfile.attach(prog, dumpfile.read_dump_file(path))
+    dumpfile.attach(prog, path)
     with open(path, "r+b") as f:  # corrupt the first zlib page's data (pfn 1)
         f.seek(4 * PS + 24)
         offset = struct.unpack("<q", f.read(8))[0]
