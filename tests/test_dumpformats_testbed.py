@@ -85,17 +85,18 @@ def test_served_pages_are_the_raw_twins(name):
     dump = dumpfile.dump_file(prog)
     assert dump is not None and dump.format == "kdump"
     rng = random.Random(name)
-    pages = rng.sample(range(dump.phys_end // dump.page_size), 400)
     compared = 0
-    for pfn in pages:
-        phys = pfn * dump.page_size
+    for _ in range(20000):  # random pages until 200 dumped ones (-d 31 drops most of an idle guest)
+        phys = rng.randrange(dump.phys_end // dump.page_size) * dump.page_size
         if dump.is_excluded(phys):
             continue
         assert prog.read(phys, dump.page_size, True) == raw.read(phys, dump.page_size, True), hex(phys)
         linear = dumpfile.LINEAR_MAP_BASE + phys
         assert prog.read(linear, 64) == raw.read(linear, 64), hex(linear)
         compared += 1
-    assert compared > 100
+        if compared == 200:
+            break
+    assert compared == 200
 
 
 @pytest.mark.parametrize("name", DERIVED)
