@@ -25,10 +25,12 @@ file's pages itself, physically and in the linear map; vmalloc and module
 addresses then go through drgn's own page-table walk (radix) or lpdebug's
 hash-MMU walk, which read page tables physically.
 
-A read that lands in an excluded page returns zeros, as drgn does for the
-excluded tails of an ELF vmcore, and is recorded: :func:`filtered_reads`
-lists them, so that a report can say which address the dump's filter took
-away instead of reporting what it read there as fact.
+A read that lands in an excluded page fails, with a :class:`drgn.FaultError`
+that names the filter, instead of returning zeros as drgn does for the
+excluded tails of an ELF vmcore: zeros where a magic number or a list
+pointer should be would read as corruption. Every such page is recorded:
+:func:`filtered_reads` lists them, so that a report says which address the
+dump's filter took away.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ __all__ = (
     "attach",
     "dump_file",
     "filtered_reads",
+    "excluded_by",
 )
 
 _CACHE_KEY = "lpdebug.dumpfile"
@@ -427,8 +430,7 @@ class _DumpReader:
         if pfn >= layout.max_mapnr or not (layout.ram_words[word] >> bit) & 1:
             raise drgn.FaultError("memory not in the dump (no RAM there)", address)
         if not (layout.words[word] >> bit) & 1:
-            self._note_filtered(pfn * size, address)
-            return bytes(size)
+            self.excluded(address, 1, pfn * size + address % size)
         index = layout.rank[word] + bin(layout.words[word] & ((1 << bit) - 1)).count("1")
         self._file.seek(layout.descs_offset + 24 * index)
         offset, length, flags, _ = struct.unpack(layout.endian + "qIIQ", self._file.read(24))
@@ -457,14 +459,16 @@ class _DumpReader:
             count -= n
         return b"".join(out)
 
-    def zeros(self, address: int, count: int, phys: int) -> bytes:
-        size = self.dump.page_size
-        end = phys + count
-        page = phys - phys % size
-        while page < end:
-            self._note_filtered(max(page, phys), address + max(page, phys) - phys)
-            page += size
-        return bytes(count)
+    def excluded(self, address: int, count: int, phys: int) -> bytes:
+        self._note_filtered(phys, address)
+        raise drgn.FaultError(f"page excluded from the dump by {self.why}", address)
+
+    @property
+    def why(self) -> str:
+        """What excluded the dump's pages, for a person."""
+        if self.dump.format == "kdump":
+            return f"makedumpfile -d {self.dump.dump_level} ({describe_dump_level(self.dump.dump_level)})"
+        return "makedumpfile (the ELF segment's file data ends before it)"
 
 
 def attach(prog: drgn.Program, path: str) -> DumpFile:
@@ -472,7 +476,7 @@ def attach(prog: drgn.Program, path: str) -> DumpFile:
     Serve the pages of the vmcore at ``path`` to ``prog`` (after
     ``prog.set_core_dump(path)``, or to a Program with no memory yet): for a
     kdump-compressed file, all of physical memory and the linear map; for an
-    ELF file, only its excluded pages (as zeros, like drgn, but logged); for
+    ELF file, only its excluded pages (as faults, where drgn gives zeros); for
     makedumpfile's flattened format, nothing. Returns what the file's headers
     say; raises :class:`DumpFormatError` or OSError as :func:`read_dump_file`.
     """
@@ -495,14 +499,14 @@ def attach(prog: drgn.Program, path: str) -> DumpFile:
         return dump
     for start, end in dump.excluded:
 
-        def zeros_phys(address: int, count: int, offset: int, physical: bool) -> bytes:
-            return reader.zeros(address, count, address)
+        def excluded_phys(address: int, count: int, offset: int, physical: bool) -> bytes:
+            return reader.excluded(address, count, address)
 
-        def zeros_linear(address: int, count: int, offset: int, physical: bool) -> bytes:
-            return reader.zeros(address, count, address - LINEAR_MAP_BASE)
+        def excluded_linear(address: int, count: int, offset: int, physical: bool) -> bytes:
+            return reader.excluded(address, count, address - LINEAR_MAP_BASE)
 
-        prog.add_memory_segment(start, end - start, zeros_phys, True)
-        prog.add_memory_segment(LINEAR_MAP_BASE + start, end - start, zeros_linear)
+        prog.add_memory_segment(start, end - start, excluded_phys, True)
+        prog.add_memory_segment(LINEAR_MAP_BASE + start, end - start, excluded_linear)
     return dump
 
 
@@ -510,6 +514,12 @@ def dump_file(prog: drgn.Program) -> Optional[DumpFile]:
     """The :class:`DumpFile` that :func:`attach` serves for ``prog``, None if none."""
     reader = getattr(prog, "cache", {}).get(_CACHE_KEY)
     return reader.dump if reader is not None else None
+
+
+def excluded_by(prog: drgn.Program) -> str:
+    """What excluded pages from ``prog``'s dump, for a person ("makedumpfile -d 31 (...)")."""
+    reader = getattr(prog, "cache", {}).get(_CACHE_KEY)
+    return reader.why if reader is not None else "the dump's filter"
 
 
 def filtered_reads(prog: drgn.Program) -> List[FilteredRead]:

@@ -275,7 +275,7 @@ def _filtered_count(prog: Any) -> int:
 def filtered_diagnostics(prog: Any, marks: Sequence[Tuple[str, int]] = ()) -> List[Diagnostic]:
     """
     One ``filtered`` diagnostic per run of consecutive pages the dump's filter
-    excluded and the report read (as zeros). ``marks`` are ``(stage, number of
+    excluded and the report tried to read. ``marks`` are ``(stage, number of
     filtered pages read when it started)``: a page belongs to the stage that
     read it first ("target" for reads made while opening the dump).
     """
@@ -285,11 +285,7 @@ def filtered_diagnostics(prog: Any, marks: Sequence[Tuple[str, int]] = ()) -> Li
     reads = dumpfile.filtered_reads(prog)
     if dump is None or not reads:
         return []
-    if dump.format == "kdump":
-        why = f"makedumpfile -d {dump.dump_level} ({dumpfile.describe_dump_level(dump.dump_level)})"
-    else:
-        why = "makedumpfile (the ELF segment ends its file data before it)"
-
+    why = dumpfile.excluded_by(prog)
     def stage_of(order: int) -> str:
         name = "target"
         for stage, start in marks:
@@ -310,7 +306,7 @@ def filtered_diagnostics(prog: Any, marks: Sequence[Tuple[str, int]] = ()) -> Li
             kind=DiagnosticKind.FILTERED,
             address=run[0].address,
             message=(f"{what} at {run[0].address:#x} (physical {run[0].physical:#x}) excluded from the"
-                     f" dump by {why}: read as zeros, what lpdebug read there is unknown"),
+                     f" dump by {why}: what the report says about that memory is unknown"),
         ))
         run.clear()
 

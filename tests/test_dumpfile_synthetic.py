@@ -82,20 +82,24 @@ def test_pages_served_physically_and_in_the_linear_map(tmp_path):
     assert dumpfile.filtered_reads(prog) == []
 
 
-def test_excluded_pages_read_as_zeros_and_are_logged_in_order(tmp_path):
+def test_excluded_pages_fault_naming_the_filter_and_are_logged_in_order(tmp_path):
     prog = ppc64_program()
     dumpfile.attach(prog, write_kdump(str(tmp_path / "d")))
-    assert prog.read(dumpfile.LINEAR_MAP_BASE + 40 * PS + 16, 8) == bytes(8)
-    assert prog.read(19 * PS, 3 * PS, True) == page(19) + bytes(2 * PS)
+    with pytest.raises(drgn.FaultError, match=r"excluded from the dump by makedumpfile -d 31 \(zero, cache") as e:
+        prog.read(dumpfile.LINEAR_MAP_BASE + 40 * PS + 16, 8)
+    assert e.value.address == dumpfile.LINEAR_MAP_BASE + 40 * PS + 16
+    with pytest.raises(drgn.FaultError, match="excluded") as e:
+        prog.read(19 * PS, 3 * PS, True)
+    assert e.value.address == 20 * PS
+    assert prog.read(19 * PS, PS, True) == page(19)
     reads = dumpfile.filtered_reads(prog)
     assert [(r.physical, r.address) for r in reads] == [
         (40 * PS, dumpfile.LINEAR_MAP_BASE + 40 * PS + 16),
         (20 * PS, 20 * PS),
-        (21 * PS, 21 * PS),
     ]
 
 
-def test_memory_hole_is_a_fault_not_zeros(tmp_path):
+def test_memory_hole_is_a_fault_of_its_own(tmp_path):
     prog = ppc64_program()
     dumpfile.attach(prog, write_kdump(str(tmp_path / "d")))
     with pytest.raises(drgn.FaultError, match="no RAM"):

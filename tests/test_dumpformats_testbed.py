@@ -17,9 +17,12 @@ filtered ELF, with the strongest dump level the kernel allows (``-d 31`` on
 
 import functools
 import random
+import struct
 
 import drgn
 import pytest
+
+from drgn.helpers.linux.pid import find_task
 
 from lpdebug import dumpfile, target, triage
 from lpdebug.model import DiagnosticKind
@@ -120,10 +123,10 @@ def test_triage_equals_the_raw_twins_except_filtered_pages(name):
         assert _triage_with_pages_from(name, s["derived_from"]) == raw_text
 
 
-def _triage_with_pages_from(name, twin):
+def _triage_with_pages_from(name, twin, vmcore=None):
     s = scenario(name)
     raw, _, _ = _triaged(twin)
-    prog = target.open_vmcore(s["vmcore"], [s["vmlinux"], *s["modules"]], default_debug_info=False)
+    prog = target.open_vmcore(vmcore or s["vmcore"], [s["vmlinux"], *s["modules"]], default_debug_info=False)
     dump = dumpfile.dump_file(prog)
     for start, end in dump.excluded:
 
@@ -144,3 +147,43 @@ def test_kdump_files_defeat_drgn_alone_on_4k_kernels():
         prog.read(dumpfile.LINEAR_MAP_BASE + 0x1000000, 8)
     with pytest.raises(drgn.FaultError, match="translate|page shift"):
         prog.read(0x1000000, 8, True)
+
+
+def _drop_page(src, dst, phys):
+    """Copy the kdump-compressed file ``src`` to ``dst`` without the page at ``phys``, the way
+    makedumpfile drops a page: its bit cleared in the 2nd bitmap and its page_desc taken out."""
+    data = bytearray(open(src, "rb").read())
+    block_size, sub_hdr_size, bitmap_blocks = struct.unpack_from("<iiI", data, 428)
+    second = block_size * (1 + sub_hdr_size) + bitmap_blocks * block_size // 2
+    descs = block_size * (1 + sub_hdr_size) + bitmap_blocks * block_size
+    pfn = phys // block_size
+    assert data[second + pfn // 8] & (1 << pfn % 8), "the page is in the dump"
+    index = sum(bin(b).count("1") for b in data[second : second + pfn // 8])
+    index += bin(data[second + pfn // 8] & ((1 << pfn % 8) - 1)).count("1")
+    dumped = sum(bin(b).count("1") for b in data[second : descs])
+    data[second + pfn // 8] &= ~(1 << pfn % 8)
+    data[descs + 24 * index : descs + 24 * (dumped - 1)] = data[descs + 24 * (index + 1) : descs + 24 * dumped]
+    with open(dst, "wb") as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize("name", ["settled-6.1-kdump-zlib", "toc-crash-kdump-lzo"])
+def test_a_page_the_report_needs_filtered_out_is_named_never_corruption(name, tmp_path):
+    """A real dump with one more page dropped: the task_struct of lpd_lp_victim."""
+    s = scenario(name)
+    raw, raw_result, raw_text = _triaged(s["derived_from"])
+    task = find_task(raw, s["lpd_pids"]["lpd_lp_victim"]).value_()
+    page = (task - dumpfile.LINEAR_MAP_BASE) & ~(s["page_size"] - 1)
+    vmcore = str(tmp_path / "vmcore")
+    _drop_page(s["vmcore"], vmcore, page)
+    prog = target.open_vmcore(vmcore, [s["vmlinux"], *s["modules"]], default_debug_info=False)
+    result = triage.triage(prog, all_records=True)
+    filtered = [d for d in result.diagnostics if d.kind == DiagnosticKind.FILTERED]
+    assert filtered, "the dropped page was needed and is not reported"
+    assert all(page <= (d.address - dumpfile.LINEAR_MAP_BASE) % (1 << 60) < page + s["page_size"]
+               or page <= d.address < page + s["page_size"] for d in filtered)
+    assert all(f"-d {s['dump_level']}" in d.message for d in filtered)
+    assert {f.kind for f in result.findings} <= {f.kind for f in raw_result.findings}, \
+        "reading the filtered page made a finding: it was taken for corruption"
+    assert triage.dumps(result) != raw_text
+    assert _triage_with_pages_from(name, s["derived_from"], vmcore) == raw_text
