@@ -324,11 +324,12 @@ def open_vmcore(
 
 @contextlib.contextmanager
 def _drgn_page_table_walk(wanted: bool) -> Iterator[None]:
-    # drgn (0.3.0 and later) reads a kdump-compressed file's virtual addresses
-    # with libkdumpfile's translation, which fails on ppc64 kernels other than
-    # 64K-page hash-era layouts; DRGN_PREFER_PGTABLE_READER, read when the core
-    # dump is set, makes it walk the page tables itself, reading them
-    # physically, which lpdebug.dumpfile serves.
+    # drgn reads a kdump-compressed file's virtual addresses through
+    # libkdumpfile's translation, which on ppc64 fails for every address of a
+    # 4K-page kernel and for vmalloc/module addresses of any current kernel
+    # (docs/libkdumpfile-ppc64.md). DRGN_PREFER_PGTABLE_READER (drgn 0.3.0),
+    # read when the core dump is set, makes drgn walk the page tables itself,
+    # reading them physically, which lpdebug.dumpfile serves.
     if not wanted:
         yield
         return
