@@ -109,7 +109,7 @@ class DumpFile:
     excluded: Tuple[Tuple[int, int], ...] = ()
     # end of the physical memory the file describes (RAM and holes)
     phys_end: int = 0
-    # kdump-compressed only: the page compressions seen in its header's flags
+    # kdump-compressed only: the compressions its first page descriptors use ("zlib", "lzo", "none"...)
     compression: Optional[str] = None
 
     @property
