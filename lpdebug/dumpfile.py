@@ -109,6 +109,9 @@ class DumpFile:
     excluded: Tuple[Tuple[int, int], ...] = ()
     # end of the physical memory the file describes (RAM and holes)
     phys_end: int = 0
+    # pages of RAM the file describes, dumped or not (holes, such as the capture kernel's own
+    # memory in a kdump /proc/vmcore, excluded)
+    ram_pages: int = 0
     # kdump-compressed only: the compressions its first page descriptors use ("zlib", "lzo", "none"...)
     compression: Optional[str] = None
 
@@ -159,7 +162,7 @@ def _read_elf(path: str, f) -> DumpFile:  # type: ignore[no-untyped-def]
     if len(ph) < e_phentsize * e_phnum or e_phentsize < 56:
         raise DumpFormatError(f"{path}: truncated ELF program headers")
     excluded: List[Tuple[int, int]] = []
-    phys_end = 0
+    phys_end = ram = 0
     for i in range(e_phnum):
         p_type, _, _, _, p_paddr, p_filesz, p_memsz, _ = struct.unpack_from(
             end + "IIQQQQQQ", ph, i * e_phentsize
@@ -167,10 +170,11 @@ def _read_elf(path: str, f) -> DumpFile:  # type: ignore[no-untyped-def]
         if p_type != 1:  # PT_LOAD
             continue
         phys_end = max(phys_end, p_paddr + p_memsz)
+        ram += p_memsz
         if p_memsz > p_filesz:
             excluded.append((p_paddr + p_filesz, p_paddr + p_memsz))
-    return DumpFile(path, "elf", _elf_page_size(f, ident, end, e_phoff, ph, e_phnum, e_phentsize),
-                    None, _merge(excluded), phys_end)
+    page_size = _elf_page_size(f, ident, end, e_phoff, ph, e_phnum, e_phentsize)
+    return DumpFile(path, "elf", page_size, None, _merge(excluded), phys_end, ram // page_size)
 
 
 def _elf_page_size(f, ident, end, e_phoff, ph, e_phnum, e_phentsize) -> int:  # type: ignore[no-untyped-def]
@@ -312,7 +316,8 @@ def _read(path: str) -> Tuple[DumpFile, Optional[_KdumpLayout]]:
             layout = _read_kdump_layout(path, f)
             excluded = _runs(layout.bitmap1 & ~layout.bitmap2, layout.max_mapnr, layout.block_size)
             dump = DumpFile(path, "kdump", layout.block_size, layout.dump_level, excluded,
-                            layout.max_mapnr * layout.block_size, _compressions(f, layout))
+                            layout.max_mapnr * layout.block_size, bin(layout.bitmap1).count("1"),
+                            _compressions(f, layout))
             return dump, layout
         if magic.startswith(FLATTENED_SIGNATURE):
             return DumpFile(path, "flattened", 0, None), None

@@ -71,9 +71,10 @@ def test_headers_agree_with_makedumpfile_report(name):
         # kdump-compressed keeps zero pages (one shared zero page_desc) and drops the rest from its
         # bitmap; makedumpfile counts both as excluded
         assert dump.excluded_pages == report["excluded"] - report["zero"]
-        assert dump.phys_end == report["original"] * dump.page_size
+        assert dump.ram_pages == report["original"]
     else:
         assert dump.format == "elf" and dump.dump_level is None
+        assert dump.ram_pages == report["original"]
         # ELF drops only runs of 256 excluded pages or more: shorter runs keep their data
         assert 0 < dump.excluded_pages <= report["excluded"]
     if s["dump_level"] == 31:
@@ -93,7 +94,13 @@ def test_served_pages_are_the_raw_twins(name):
         phys = rng.randrange(dump.phys_end // dump.page_size) * dump.page_size
         if dump.is_excluded(phys):
             continue
-        assert prog.read(phys, dump.page_size, True) == raw.read(phys, dump.page_size, True), hex(phys)
+        try:
+            expected = raw.read(phys, dump.page_size, True)
+        except drgn.FaultError:  # not RAM (the capture kernel's own memory, in toc-crash)
+            with pytest.raises(drgn.FaultError, match="no RAM"):
+                prog.read(phys, dump.page_size, True)
+            continue
+        assert prog.read(phys, dump.page_size, True) == expected, hex(phys)
         linear = dumpfile.LINEAR_MAP_BASE + phys
         assert prog.read(linear, 64) == raw.read(linear, 64), hex(linear)
         compared += 1
@@ -183,7 +190,8 @@ def test_a_page_the_report_needs_filtered_out_is_named_never_corruption(name, tm
     assert all(page <= (d.address - dumpfile.LINEAR_MAP_BASE) % (1 << 60) < page + s["page_size"]
                or page <= d.address < page + s["page_size"] for d in filtered)
     assert all(f"-d {s['dump_level']}" in d.message for d in filtered)
-    assert {f.kind for f in result.findings} <= {f.kind for f in raw_result.findings}, \
-        "reading the filtered page made a finding: it was taken for corruption"
+    new = [f for f in result.findings if f.kind not in {g.kind for g in raw_result.findings}]
+    assert all(f.kind == "unreadable_memory" and "excluded from the dump" in f.message for f in new), \
+        f"reading the filtered page made a finding other than 'unreadable': {new}"
     assert triage.dumps(result) != raw_text
     assert _triage_with_pages_from(name, s["derived_from"], vmcore) == raw_text
