@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 from tabulate import tabulate
 
 from .model import (
+    DiagnosticKind,
     FgraphEntry,
     Finding,
     Frame,
@@ -452,4 +453,8 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
     out.append(_section(title, body))
     out.append(_section(f"Findings ({len(result.findings)})", render_findings(result.findings)))
     out.append(render_errors(result.errors))
+    out.append(render_errors(
+        (f"{d.stage}: {d.message}" for d in result.diagnostics if d.kind == DiagnosticKind.FILTERED),
+        "Excluded by the dump's filter",
+    ))
     return "\n".join(p for p in out if p).rstrip("\n") + "\n"

@@ -18,13 +18,14 @@ read physically at ``virtual - kernel.LINEAR_MAP_BASE``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
-from . import hash_mmu, kernel
+from . import dumpfile, hash_mmu, kernel
 from .errors import BuildIdMismatch, DebugInfoError, TargetError
 
 __all__ = (
@@ -273,15 +274,59 @@ def _require_kernel(prog: drgn.Program, what: str) -> None:
 def open_vmcore(
     path: str, debug_info: Sequence[str] = (), *, default_debug_info: bool = True
 ) -> drgn.Program:
-    """A Program on a kernel core dump (ELF /proc/vmcore or makedumpfile format)."""
+    """
+    A Program on a kernel core dump: ELF (``/proc/vmcore``, ``makedumpfile
+    -E``) or makedumpfile's kdump-compressed format, filtered or not.
+
+    lpdebug serves the pages of a kdump-compressed file itself (see
+    :mod:`lpdebug.dumpfile`: libkdumpfile cannot translate 4K-page ppc64
+    kernels), and logs every read of a page the dump's filter excluded.
+    """
+    try:
+        kind = dumpfile.sniff_format(path)
+    except OSError as e:
+        raise TargetError(f"{path}: cannot read: {e.strerror or e}") from None
     prog = drgn.Program()
     try:
-        prog.set_core_dump(path)
-    except (OSError, ValueError, drgn.FaultError) as e:
-        raise TargetError(f"{path}: cannot open as a core dump: {e}") from e
+        with _drgn_page_table_walk(kind == "kdump"):
+            prog.set_core_dump(path)
+    except Exception as e:  # noqa: BLE001 (libkdumpfile's errors reach Python as plain Exception)
+        raise TargetError(f"{path}: cannot open as a core dump: {e}") from None
     _require_kernel(prog, path)
+    try:
+        dump = dumpfile.attach(prog, path)
+    except (OSError, dumpfile.DumpFormatError) as e:
+        if kind == "kdump":  # drgn's own reading of it fails on 4K-page ppc64 kernels
+            raise TargetError(f"{e}") from None
+        _warn(prog, f"{e}: lpdebug cannot tell the pages the dump's filter excluded")
+    else:
+        if dump.format == "flattened":
+            _warn(prog, f"{path}: makedumpfile's flattened format: lpdebug leaves reading it to drgn"
+                  " and cannot tell the pages its filter excluded (`makedumpfile -R` converts it)")
     load_debug_info(prog, debug_info, default=default_debug_info)
     return prog
+
+
+@contextlib.contextmanager
+def _drgn_page_table_walk(wanted: bool) -> Iterator[None]:
+    # drgn reads a kdump-compressed file's virtual addresses through
+    # libkdumpfile's translation, which on ppc64 fails for every address of a
+    # 4K-page kernel and for vmalloc/module addresses of any current kernel
+    # (docs/libkdumpfile-ppc64.md). DRGN_PREFER_PGTABLE_READER (drgn 0.3.0),
+    # read when the core dump is set, makes drgn walk the page tables itself,
+    # reading them physically, which lpdebug.dumpfile serves.
+    if not wanted:
+        yield
+        return
+    old = os.environ.get("DRGN_PREFER_PGTABLE_READER")
+    os.environ["DRGN_PREFER_PGTABLE_READER"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["DRGN_PREFER_PGTABLE_READER"]
+        else:
+            os.environ["DRGN_PREFER_PGTABLE_READER"] = old
 
 
 def open_running_kernel(

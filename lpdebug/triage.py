@@ -23,6 +23,8 @@ import types
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .model import (
+    Diagnostic,
+    DiagnosticKind,
     FgraphEntry,
     Finding,
     Frame,
@@ -49,6 +51,7 @@ __all__ = (
     "to_json",
     "dumps",
     "findings_sort_key",
+    "filtered_diagnostics",
 )
 
 SCHEMA = "lpdebug.triage/1"
@@ -230,8 +233,14 @@ def triage(prog: Any, *, all_records: bool = False,
         the tasks advances.
     """
     errors: List[str] = []
+    filtered_marks: List[Tuple[str, int]] = []
+
+    def mark(name: str) -> None:
+        # which stage read a page the dump's filter excluded (see filtered_diagnostics)
+        filtered_marks.append((name, _filtered_count(prog)))
 
     def stage(name: str) -> None:
+        mark(name)
         if progress is not None:
             progress(name, 0, 0)
 
@@ -245,6 +254,7 @@ def triage(prog: Any, *, all_records: bool = False,
     result.livepatch = _livepatch_state(prog, errors)
     stage("ftrace")
     result.ftrace = _ftrace_state(prog, all_records, errors)
+    mark("tasks")
     result.tasks = task_traces(prog, progress=progress, errors=errors)
     stage("tocs")
     tocs = _toc_map(prog, errors)
@@ -253,7 +263,61 @@ def triage(prog: Any, *, all_records: bool = False,
     _blocking_tasks(result, errors)
     result.errors = errors
     result.tocs = tocs
+    result.diagnostics.extend(filtered_diagnostics(prog, filtered_marks))
     return result
+
+
+def _filtered_count(prog: Any) -> int:
+    from . import dumpfile
+
+    return len(dumpfile.filtered_reads(prog))
+
+
+def filtered_diagnostics(prog: Any, marks: Sequence[Tuple[str, int]] = ()) -> List[Diagnostic]:
+    """
+    One ``filtered`` diagnostic per run of consecutive pages the dump's filter
+    excluded and the report tried to read. ``marks`` are ``(stage, number of
+    filtered pages read when it started)``: a page belongs to the stage that
+    read it first ("target" for reads made while opening the dump).
+    """
+    from . import dumpfile
+
+    dump = dumpfile.dump_file(prog)
+    reads = dumpfile.filtered_reads(prog)
+    if dump is None or not reads:
+        return []
+    why = dumpfile.excluded_by(prog)
+    def stage_of(order: int) -> str:
+        name = "target"
+        for stage, start in marks:
+            if start <= order:
+                name = stage
+        return name
+
+    diagnostics: List[Diagnostic] = []
+    run: List[Any] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        pages = len(run)
+        what = "page" if pages == 1 else f"{pages} pages"
+        diagnostics.append(Diagnostic(
+            stage=stage_of(run[0].order),
+            kind=DiagnosticKind.FILTERED,
+            address=run[0].address,
+            message=(f"{what} at {run[0].address:#x} (physical {run[0].physical:#x}) excluded from the"
+                     f" dump by {why}: what the report says about that memory is unknown"),
+        ))
+        run.clear()
+
+    for read in reads:
+        if run and not (read.physical == run[-1].physical + dump.page_size
+                        and stage_of(read.order) == stage_of(run[-1].order)):
+            flush()
+        run.append(read)
+    flush()
+    return diagnostics
 
 
 # --- JSON ---------------------------------------------------------------------
