@@ -39,7 +39,6 @@ import array
 import bisect
 import ctypes
 import ctypes.util
-import os
 import struct
 import sys
 import zlib

@@ -11,7 +11,7 @@ import zlib
 import drgn
 import pytest
 
-from lpdebug import dumpfile, target
+from lpdebug import dumpfile, kernel, target
 from lpdebug.errors import TargetError
 
 pytestmark = pytest.mark.synthetic
@@ -76,9 +76,9 @@ def test_pages_served_physically_and_in_the_linear_map(tmp_path):
     dumpfile.attach(prog, write_kdump(str(tmp_path / "d")))
     for pfn in (0, 1, 9, 12, 19, 23, 41, 63):  # stored and zlib pages, around the hole and the exclusions
         assert prog.read(pfn * PS, PS, True) == page(pfn)
-        assert prog.read(dumpfile.LINEAR_MAP_BASE + pfn * PS + 8, 4) == bytes([pfn % 251]) * 4
+        assert prog.read(kernel.LINEAR_MAP_BASE + pfn * PS + 8, 4) == bytes([pfn % 251]) * 4
     # one read across a page boundary
-    assert prog.read(dumpfile.LINEAR_MAP_BASE + 13 * PS - 4, 12) == page(12)[-4:] + page(13)[:8]
+    assert prog.read(kernel.LINEAR_MAP_BASE + 13 * PS - 4, 12) == page(12)[-4:] + page(13)[:8]
     assert dumpfile.filtered_reads(prog) == []
 
 
@@ -86,15 +86,15 @@ def test_excluded_pages_fault_naming_the_filter_and_are_logged_in_order(tmp_path
     prog = ppc64_program()
     dumpfile.attach(prog, write_kdump(str(tmp_path / "d")))
     with pytest.raises(drgn.FaultError, match=r"excluded from the dump by makedumpfile -d 31 \(zero, cache") as e:
-        prog.read(dumpfile.LINEAR_MAP_BASE + 40 * PS + 16, 8)
-    assert e.value.address == dumpfile.LINEAR_MAP_BASE + 40 * PS + 16
+        prog.read(kernel.LINEAR_MAP_BASE + 40 * PS + 16, 8)
+    assert e.value.address == kernel.LINEAR_MAP_BASE + 40 * PS + 16
     with pytest.raises(drgn.FaultError, match="excluded") as e:
         prog.read(19 * PS, 3 * PS, True)
     assert e.value.address == 20 * PS
     assert prog.read(19 * PS, PS, True) == page(19)
     reads = dumpfile.filtered_reads(prog)
     assert [(r.physical, r.address) for r in reads] == [
-        (40 * PS, dumpfile.LINEAR_MAP_BASE + 40 * PS + 16),
+        (40 * PS, kernel.LINEAR_MAP_BASE + 40 * PS + 16),
         (20 * PS, 20 * PS),
     ]
 
@@ -103,7 +103,7 @@ def test_memory_hole_is_a_fault_of_its_own(tmp_path):
     prog = ppc64_program()
     dumpfile.attach(prog, write_kdump(str(tmp_path / "d")))
     with pytest.raises(drgn.FaultError, match="no RAM"):
-        prog.read(dumpfile.LINEAR_MAP_BASE + 10 * PS, 8)
+        prog.read(kernel.LINEAR_MAP_BASE + 10 * PS, 8)
     assert dumpfile.filtered_reads(prog) == []
 
 

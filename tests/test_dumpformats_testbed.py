@@ -24,7 +24,7 @@ import pytest
 
 from drgn.helpers.linux.pid import find_task
 
-from lpdebug import dumpfile, target, triage
+from lpdebug import dumpfile, kernel, target, triage
 from lpdebug.model import DiagnosticKind
 from testbed import scenario
 
@@ -101,7 +101,7 @@ def test_served_pages_are_the_raw_twins(name):
                 prog.read(phys, dump.page_size, True)
             continue
         assert prog.read(phys, dump.page_size, True) == expected, hex(phys)
-        linear = dumpfile.LINEAR_MAP_BASE + phys
+        linear = kernel.LINEAR_MAP_BASE + phys
         assert prog.read(linear, 64) == raw.read(linear, 64), hex(linear)
         compared += 1
         if compared == 200:
@@ -141,7 +141,7 @@ def _triage_with_pages_from(name, twin, vmcore=None):
             return raw.read(start + offset, count, True)
 
         prog.add_memory_segment(start, end - start, from_raw, True)
-        prog.add_memory_segment(dumpfile.LINEAR_MAP_BASE + start, end - start, from_raw)
+        prog.add_memory_segment(kernel.LINEAR_MAP_BASE + start, end - start, from_raw)
     return triage.dumps(triage.triage(prog, all_records=True))
 
 
@@ -151,7 +151,7 @@ def test_kdump_files_defeat_drgn_alone_on_4k_kernels():
     prog = drgn.Program()
     prog.set_core_dump(s["vmcore"])
     with pytest.raises(drgn.FaultError, match="translate|page shift"):
-        prog.read(dumpfile.LINEAR_MAP_BASE + 0x1000000, 8)
+        prog.read(kernel.LINEAR_MAP_BASE + 0x1000000, 8)
     with pytest.raises(drgn.FaultError, match="translate|page shift"):
         prog.read(0x1000000, 8, True)
 
@@ -180,14 +180,14 @@ def test_a_page_the_report_needs_filtered_out_is_named_never_corruption(name, tm
     s = scenario(name)
     raw, raw_result, raw_text = _triaged(s["derived_from"])
     task = find_task(raw, s["lpd_pids"]["lpd_lp_victim"]).value_()
-    page = (task - dumpfile.LINEAR_MAP_BASE) & ~(s["page_size"] - 1)
+    page = (task - kernel.LINEAR_MAP_BASE) & ~(s["page_size"] - 1)
     vmcore = str(tmp_path / "vmcore")
     _drop_page(s["vmcore"], vmcore, page)
     prog = target.open_vmcore(vmcore, [s["vmlinux"], *s["modules"]], default_debug_info=False)
     result = triage.triage(prog, all_records=True)
     filtered = [d for d in result.diagnostics if d.kind == DiagnosticKind.FILTERED]
     assert filtered, "the dropped page was needed and is not reported"
-    assert all(page <= (d.address - dumpfile.LINEAR_MAP_BASE) % (1 << 60) < page + s["page_size"]
+    assert all(page <= (d.address - kernel.LINEAR_MAP_BASE) % (1 << 60) < page + s["page_size"]
                or page <= d.address < page + s["page_size"] for d in filtered)
     assert all(f"-d {s['dump_level']}" in d.message for d in filtered)
     new = [f for f in result.findings if f.kind not in {g.kind for g in raw_result.findings}]
