@@ -20,6 +20,7 @@ Entry points:
   rule (d) alone (no TOCs needed).
 - :func:`check_shadow_stacks` -- the rest of rule (d), per task.
 - :func:`check_tocs` -- module TOCs against their functions' prologues.
+- :func:`check_transition` -- a livepatch transition that tasks hold back.
 - :func:`check_task` -- every per-task rule for one task.
 - :func:`all_findings` -- everything, for :func:`lpdebug.triage.triage`.
 
@@ -90,7 +91,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional
 
-from .model import CpuStop, Finding, KlpFunc, LivepatchState, TaskTrace
+from .model import (BlockingTask, CpuStop, Finding, KlpFunc, KlpTransition, LivepatchState,
+                    TaskTrace)
 from .toc import VMLINUX, TocMap
 
 __all__ = (
@@ -102,6 +104,7 @@ __all__ = (
     "check_shadow_stacks",
     "check_task",
     "check_tocs",
+    "check_transition",
     "cpu_exemption",
 )
 
@@ -381,6 +384,48 @@ def check_tocs(tocs: TocMap) -> List[Finding]:
     return findings
 
 
+def _duration_text(t: KlpTransition) -> str:
+    if t.attempts is None:
+        return ""
+    text = f" for about {t.attempts} s ({t.attempts} failed tries"
+    if t.signals_sent:
+        text += f", signals sent {t.signals_sent} time{'s' if t.signals_sent != 1 else ''}"
+    return text + ")"
+
+
+def _blocker_text(b: BlockingTask) -> str:
+    where = (f"{b.function} (frame #{b.frame})" if b.function is not None
+             else "no patched function found on its stack")
+    return f"PID {b.pid} ({b.comm}) in {where}"
+
+
+def check_transition(state: LivepatchState) -> List[Finding]:
+    """
+    ``transition_blocked``: a livepatch transition in progress with tasks not
+    yet in its target state (``LivepatchState.transition.blocking``, filled
+    by :func:`lpdebug.livepatch.blocking_tasks`). One finding per transition,
+    carrying the transition and every task holding it back.
+    """
+    t = state.transition
+    if t.patch is None or not t.blocking:
+        return []
+    blocking = sorted(t.blocking, key=lambda b: (b.pid, b.comm))
+    shown = ", ".join(_blocker_text(b) for b in blocking[:3])
+    more = f" and {len(blocking) - 3} more" if len(blocking) > 3 else ""
+    patch_address = next((p.address for p in state.patches if p.name == t.patch), None)
+    first = blocking[0]
+    return [Finding(
+        kind="transition_blocked", severity="warning",
+        pid=first.pid if len(blocking) == 1 else None,
+        frame=first.frame if len(blocking) == 1 else None,
+        address=patch_address, expected_toc=None, expected_module=None, actual_toc=None,
+        actual_module=None, transition=t,
+        message=(f"livepatch {t.patch} has been in transition to {t.target_state or '?'}"
+                 f"{_duration_text(t)}: {len(blocking)} task{'s' if len(blocking) != 1 else ''}"
+                 f" not switched: {shown}{more}"),
+    )]
+
+
 def check_task(trace: TaskTrace, tocs: TocMap,
                state: Optional[LivepatchState] = None) -> List[Finding]:
     """Rules (a), (b), (c) and (d) for one task."""
@@ -403,4 +448,6 @@ def all_findings(prog: object, traces: Iterable[TaskTrace], tocs: Optional[TocMa
         findings.extend(check_task(trace, tocs, state))
     if tocs is not None:
         findings.extend(check_tocs(tocs))
+    if state is not None:
+        findings.extend(check_transition(state))
     return findings

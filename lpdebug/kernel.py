@@ -468,6 +468,22 @@ def kernel_info(prog: drgn.Program) -> KernelInfo:
     return info
 
 
+# --- the kernel log -----------------------------------------------------------
+
+
+def kernel_log(prog: drgn.Program) -> List[str]:
+    """
+    The kernel's log buffer (the printk ring buffer, or the older ``log_buf``
+    records) as ``dmesg`` prints it: one ``[seconds] text`` string per line,
+    oldest first. Raises LookupError without the printk debug info and
+    drgn.FaultError when the buffer is not in the dump.
+    """
+    from drgn.helpers.linux.printk import get_dmesg
+
+    text = get_dmesg(prog).decode(errors="replace")
+    return text.splitlines()
+
+
 # --- bounded walks ----------------------------------------------------------
 
 # Far above any real list here (tasks, ftrace ops, klp objects); a walk that

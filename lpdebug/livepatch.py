@@ -47,6 +47,7 @@ __all__ = (
     "klp_state_entries",
     "shadow_variable_count",
     "target_state",
+    "transition_progress",
     "tasks_not_in_target_state",
     "blocking_tasks",
     "livepatch_state",
@@ -228,6 +229,41 @@ def target_state(prog: drgn.Program) -> Optional[int]:
         return prog["klp_target_state"].value_()
     except (LookupError, drgn.FaultError):
         return None
+
+
+# kernel/livepatch/transition.c: klp_try_complete_transition() sends the
+# signals (klp_send_signals()) each time klp_signals_cnt, before its
+# increment, is a non-zero multiple of SIGNALS_TIMEOUT (15; the same in the
+# 6.1 and 6.12 sources). klp_start_transition() resets the count.
+_SIGNALS_TIMEOUT = 15
+# WORK_STRUCT_PENDING_BIT of work_struct.data: bit 0 in every kernel
+# (include/linux/workqueue.h); an enum, not always in the debug info.
+_WORK_STRUCT_PENDING = 1
+
+
+def transition_progress(prog: drgn.Program) -> Dict[str, Optional[int]]:
+    """
+    How long the transition has been going, as the kernel counts it:
+    ``attempts`` (``klp_signals_cnt``: failed ``klp_try_complete_transition()``
+    runs, rescheduled through ``klp_transition_work`` about every second),
+    ``signals_sent`` (rounds of ``klp_send_signals()`` so far) and
+    ``retry_pending`` (``klp_transition_work`` is queued). A value the
+    kernel does not have, or that cannot be read, is None.
+    """
+    out: Dict[str, Optional[int]] = {"attempts": None, "signals_sent": None,
+                                     "retry_pending": None}
+    try:
+        attempts = prog["klp_signals_cnt"].value_()
+        out["attempts"] = attempts
+        out["signals_sent"] = (attempts - 1) // _SIGNALS_TIMEOUT if attempts else 0
+    except (LookupError, drgn.FaultError):
+        pass
+    try:
+        data = prog["klp_transition_work"].work.data.counter.value_()
+        out["retry_pending"] = bool(data & _WORK_STRUCT_PENDING)
+    except (LookupError, AttributeError, drgn.FaultError):
+        pass
+    return out
 
 
 def _transition_patch(prog: drgn.Program) -> Optional[drgn.Object]:
@@ -412,8 +448,12 @@ def livepatch_state(prog: drgn.Program, traces: Optional[Iterable[TaskTrace]] = 
             except drgn.FaultError as e:
                 state.errors.append(f"klp_transition_patch {transition_addr:#x} unreadable: {e}")
                 name = f"klp_patch@{transition_addr:#x}"
+        progress = transition_progress(prog)
         state.transition = KlpTransition(
-            patch=name, target_state=_STATE_NAMES.get(target) if target is not None else None)
+            patch=name, target_state=_STATE_NAMES.get(target) if target is not None else None,
+            attempts=progress["attempts"], signals_sent=progress["signals_sent"],
+            retry_pending=None if progress["retry_pending"] is None
+            else bool(progress["retry_pending"]))
     state.shadow_count = shadow_variable_count(prog, state.errors)
     if traces is not None:
         state.transition.blocking = blocking_tasks(state, traces)

@@ -135,6 +135,11 @@ class KlpTransition:
     patch: Optional[str]  # name of klp_transition_patch, None when idle
     target_state: Optional[str]  # "patched", "unpatched" or None when idle
     blocking: List[BlockingTask] = field(default_factory=list)
+    # How long it has been going, where the kernel shows it (kernel/livepatch/transition.c);
+    # None when idle or unreadable.
+    attempts: Optional[int] = None  # klp_signals_cnt: failed tries so far, one about every second
+    signals_sent: Optional[int] = None  # rounds of klp_send_signals(): one every 15 failed tries
+    retry_pending: Optional[bool] = None  # klp_transition_work is queued for the next try
 
 
 @dataclass
@@ -182,6 +187,9 @@ class FtraceState:
     records: List[FtraceRecord] = field(default_factory=list)
     total_records: int = 0
     errors: List[str] = field(default_factory=list)
+    # which records ``records`` holds: "all" the walker returned, or "notable" (those that
+    # matter: see lpdebug.notable.notable_records; the text report shows the same ones)
+    selection: str = "all"
 
 
 # --- shadow stacks ----------------------------------------------------------
@@ -302,6 +310,54 @@ class Finding:
     actual_module: Optional[str]
     message: str
     slot: Optional[int] = None  # address of the word holding actual_toc (stack or livepatch entry)
+    # transition_blocked only: the transition and each task holding it back
+    transition: Optional[KlpTransition] = None
+
+
+# --- the verdict --------------------------------------------------------------
+
+
+@dataclass
+class KernelLog:
+    """The tail of the kernel's log buffer (printk ring buffer), as dmesg prints it."""
+
+    tail: List[str] = field(default_factory=list)  # the last lines, oldest first
+    total_lines: int = 0  # lines in the whole buffer
+    error: Optional[str] = None  # why the log could not be read (then tail is empty)
+
+
+@dataclass
+class CrashedTask:
+    pid: int
+    comm: str
+    cpu: Optional[int]  # the CPU it crashed on
+    address: int  # of its task_struct
+    top_frames: List[str] = field(default_factory=list)  # its true backtrace's innermost frames
+
+
+@dataclass
+class FindingCount:
+    kind: str
+    severity: str
+    count: int
+
+
+@dataclass
+class Summary:
+    """The verdict that opens a report: what happened, in at most 15 lines of text."""
+
+    crashed: bool  # a CPU stopped in a crash (panic/oops) rather than in a live capture
+    crash_message: Optional[str]  # the oops/panic line from the kernel log
+    crash_lines: List[str] = field(default_factory=list)  # the lines after it in the log
+    panic_message: Optional[str] = None  # "Kernel panic - not syncing: ...", when logged
+    crashed_task: Optional[CrashedTask] = None
+    livepatches: int = 0  # klp_patch objects the kernel holds
+    livepatches_enabled: int = 0
+    transition: Optional[str] = None  # name of the patch in transition, None when idle
+    transition_target: Optional[str] = None  # "patched" or "unpatched"
+    transition_blocking: int = 0  # tasks not yet in the target state
+    findings: List[FindingCount] = field(default_factory=list)  # by kind and severity
+    coverage: Optional[str] = None  # the debug-info coverage line, when computed
 
 
 # --- the whole report -------------------------------------------------------
@@ -319,3 +375,5 @@ class TriageResult:
     # lpdebug.toc.TocMap of vmlinux and every module (kept untyped here: the
     # model does not import the walkers); None when not computed.
     tocs: Optional[object] = None
+    summary: Optional[Summary] = None  # the verdict, from lpdebug.summary.summarize()
+    kernel_log: Optional[KernelLog] = None  # the log buffer's last lines

@@ -25,12 +25,15 @@ from .model import (
     FtraceRecord,
     FtraceState,
     KernelInfo,
+    KernelLog,
     KlpTransition,
     LivepatchStack,
     LivepatchState,
+    Summary,
     TaskTrace,
     TriageResult,
 )
+from .notable import notable_records
 
 __all__ = (
     "hex_or_dash",
@@ -45,7 +48,10 @@ __all__ = (
     "render_findings",
     "render_tocs",
     "render_errors",
+    "render_summary",
+    "render_kernel_log",
     "render_triage",
+    "SUMMARY_MAX_LINES",
 )
 
 Describe = Callable[[int], str]
@@ -258,7 +264,8 @@ def _frame_text(f: Frame) -> str:
 def task_header(t: TaskTrace) -> str:
     cpu = "" if t.on_cpu is None else f" on CPU {t.on_cpu}"
     patch_state = "-" if t.patch_state is None else str(t.patch_state)
-    return (f"PID {t.pid} ({t.comm}) state {t.state}, patch_state {patch_state}{cpu}, "
+    crashed = "CRASHED " if t.crashed else ""
+    return (f"{crashed}PID {t.pid} ({t.comm}) state {t.state}, patch_state {patch_state}{cpu}, "
             f"task_struct {t.address:#x}")
 
 
@@ -343,7 +350,12 @@ def render_findings(findings: Sequence[Finding]) -> str:
     table = _table(rows, ("severity", "kind", "pid", "frame", "address", "expected TOC",
                           "actual TOC"))
     messages = "\n".join(f"  {i}. {f.message}" for i, f in enumerate(findings, 1))
-    return f"{table}\n\n{messages}"
+    from .guidance import next_step
+
+    kinds = sorted({f.kind for f in findings})
+    hints = "\n".join(f"  {kind}: {next_step(kind)}" for kind in kinds if next_step(kind))
+    hints = f"\n\nWhat to check next (docs/findings.md):\n{hints}" if hints else ""
+    return f"{table}\n\n{messages}{hints}"
 
 
 def _toc_text(toc: Optional[int], module: Optional[str]) -> str:
@@ -387,23 +399,6 @@ def render_tocs(tocs: Any) -> str:
 # --- the report ---------------------------------------------------------------
 
 
-_NOTABLE_RECORD_FLAGS = {"IPMODIFY", "DIRECT", "DIRECT_EN"}
-
-
-def notable_records(ftrace: FtraceState) -> List[FtraceRecord]:
-    """
-    The records a report shows: those attached to an ftrace_ops with a filter
-    (livepatch, kprobes: tracing aimed at chosen functions) or that modify
-    the ip or call directly. With function_graph on, every other record is
-    enabled too and says nothing about one function.
-    """
-    filtered = {o.address for o in ftrace.ops if o.filter}
-    return [
-        r for r in sorted(ftrace.records, key=lambda r: r.ip)
-        if filtered.intersection(r.ops) or _NOTABLE_RECORD_FLAGS.intersection(r.flags)
-    ]
-
-
 def _interesting(t: TaskTrace, flagged: set, blocking: set) -> bool:
     # Frames recovered from task->ret_stack alone are everywhere once
     # function_graph is on; the livepatch stack, findings, the transition and
@@ -418,40 +413,114 @@ def _interesting(t: TaskTrace, flagged: set, blocking: set) -> bool:
     )
 
 
+SUMMARY_MAX_LINES = 15
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def render_summary(summary: Summary, kernel: Optional[KernelInfo] = None) -> str:
+    """The verdict: at most :data:`SUMMARY_MAX_LINES` lines."""
+    lines = []
+    if kernel is not None:
+        lines.append(f"kernel {kernel.release} {kernel.arch}, {kernel.mmu or '?'} MMU, "
+                     f"{kernel.page_size}-byte pages")
+    if summary.crashed or summary.crash_message:
+        head = "CRASHED" if summary.crashed else "oops in the log"
+        message = summary.crash_message or summary.panic_message or "(no crash message in the log)"
+        lines.append(f"{head}: {message}")
+        lines.extend(f"  {line}" for line in summary.crash_lines)
+        if summary.panic_message and summary.panic_message != summary.crash_message:
+            lines.append(f"  {summary.panic_message}")
+    else:
+        lines.append("not crashed")
+    task = summary.crashed_task
+    if task is not None:
+        cpu = "" if task.cpu is None else f" on CPU {task.cpu}"
+        lines.append(f"crashed task: PID {task.pid} ({task.comm}){cpu}, "
+                     f"task_struct {task.address:#x}")
+        if task.top_frames:
+            lines.append("  " + " <- ".join(task.top_frames))
+    patches = (f"livepatches: {summary.livepatches_enabled} enabled of {summary.livepatches}")
+    if summary.transition is None:
+        patches += "; no transition in progress"
+    else:
+        patches += (f"; {summary.transition} in transition to {summary.transition_target or '?'}"
+                    f", {_plural(summary.transition_blocking, 'task')} not switched")
+    lines.append(patches)
+    if summary.findings:
+        by_severity: Dict[str, int] = {}
+        for c in summary.findings:
+            by_severity[c.severity] = by_severity.get(c.severity, 0) + c.count
+        total = sum(by_severity.values())
+        lines.append(f"findings: {total} (" + ", ".join(
+            f"{n} {sev}" + ("s" if n != 1 and sev != "info" else "")
+            for sev, n in by_severity.items()) + ")")
+        lines.append("  " + ", ".join(f"{c.kind} {c.count}" for c in summary.findings))
+    else:
+        lines.append("findings: none")
+    if summary.coverage:
+        lines.append(summary.coverage)
+    return "\n".join(lines[:SUMMARY_MAX_LINES])
+
+
+def render_kernel_log(log: KernelLog) -> str:
+    if log.error:
+        return f"(kernel log unavailable: {log.error})"
+    if not log.tail:
+        return "(empty)"
+    head = f"last {len(log.tail)} of {log.total_lines} lines"
+    return head + "\n" + "\n".join(log.tail)
+
+
 def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
                   all_tasks: bool = False) -> str:
     """
-    The whole report: kernel, livepatch, ftrace, the backtraces worth reading
-    (tasks with findings, blocking the transition, on a CPU, or with frames
-    recovered from a shadow stack; every task with ``all_tasks``), findings
-    and what could not be read.
+    The whole report, verdict first: the summary, the findings with what to
+    check next, the backtraces worth reading (tasks with findings, blocking
+    the transition, on a CPU, or with frames recovered from a shadow stack;
+    every task with ``all_tasks``), livepatch, ftrace, module TOCs, the
+    kernel, the kernel log's tail, and what could not be read.
     """
-    out = [_section("Kernel", render_kernel(result.kernel))]
-    out.append(render_livepatch(result.livepatch, describe))
+    out = []
+    if result.summary is not None:
+        out.append(_section("Summary", render_summary(result.summary, result.kernel)))
+    out.append(_section(f"Findings ({len(result.findings)})", render_findings(result.findings)))
+
+    flagged = {f.pid for f in result.findings if f.pid is not None}
+    blocking = {b.pid for b in result.livepatch.transition.blocking}
+    crashed = [t for t in result.tasks if t.crashed]
+    shown = crashed + [t for t in result.tasks if not t.crashed
+                       and (all_tasks or _interesting(t, flagged, blocking))]
+    title = (f"True backtraces ({len(shown)} of {len(result.tasks)} tasks"
+             + ("" if all_tasks else ": crashed first, then with findings, blocking the "
+                "transition, on a CPU, or with a livepatch stack") + ")")
+    body = "\n\n".join(render_backtrace(t, describe) for t in shown) or "(none)"
+    out.append(_section(title, body))
+
+    out.append(render_livepatch(result.livepatch, describe) + "\n")
     ops_names = {o.address: _name(o.func_symbol, o.owner) for o in result.ftrace.ops}
     out.append("")
     out.append(_section("ftrace_ops", render_ftrace_ops(result.ftrace.ops)))
-    notable = notable_records(result.ftrace)
-    out.append(_section(
-        "dyn_ftrace records attached to a filtered ftrace_ops, or with IPMODIFY/DIRECT",
-        render_records(notable, ops_names=ops_names)
-        + f"\n{len(notable)} shown of {len(result.ftrace.records)} in the report"
-        f" ({result.ftrace.total_records} in the kernel); the records command lists them all",
-    ))
+    if result.ftrace.selection == "notable":
+        records = result.ftrace.records
+        title = ("dyn_ftrace records that matter (attached to a filtered ftrace_ops, "
+                 "IPMODIFY/DIRECT, at a livepatched function, or in a finding)")
+        note = (f"\n{len(records)} shown of {result.ftrace.total_records} in the kernel; "
+                "--all-records or the records command lists them all")
+    else:
+        records = result.ftrace.records
+        title = "dyn_ftrace records"
+        note = f"\n{len(records)} of {result.ftrace.total_records} in the kernel"
+    out.append(_section(title, render_records(records, ops_names=ops_names) + note))
     out.append(render_errors(result.ftrace.errors))
     tocs = result.tocs
     if tocs is not None:
         out.append(_section("Module TOCs", render_tocs(tocs)))
-
-    flagged = {f.pid for f in result.findings if f.pid is not None}
-    blocking = {b.pid for b in result.livepatch.transition.blocking}
-    shown = [t for t in result.tasks if all_tasks or _interesting(t, flagged, blocking)]
-    title = (f"True backtraces ({len(shown)} of {len(result.tasks)} tasks"
-             + ("" if all_tasks else ": with findings, blocking the transition, on a CPU, "
-                "or with a livepatch stack") + ")")
-    body = "\n\n".join(render_backtrace(t, describe) for t in shown) or "(none)"
-    out.append(_section(title, body))
-    out.append(_section(f"Findings ({len(result.findings)})", render_findings(result.findings)))
+    out.append(_section("Kernel", render_kernel(result.kernel)))
+    if result.kernel_log is not None:
+        out.append(_section("Kernel log", render_kernel_log(result.kernel_log)))
     out.append(render_errors(result.errors))
     out.append(render_errors(
         (f"{d.stage}: {d.message}" for d in result.diagnostics if d.kind == DiagnosticKind.FILTERED),

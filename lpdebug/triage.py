@@ -17,6 +17,7 @@ state gives the same bytes, whichever dump it was read from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import types
@@ -35,12 +36,15 @@ from .model import (
     KlpFunc,
     KlpObject,
     KlpPatch,
+    KernelLog,
     KlpTransition,
     LivepatchStackEntry,
     LivepatchState,
     TaskTrace,
     TriageResult,
 )
+from .notable import notable_records
+from .summary import summarize
 
 __all__ = (
     "SCHEMA",
@@ -55,6 +59,9 @@ __all__ = (
 )
 
 SCHEMA = "lpdebug.triage/1"
+
+# Lines of the kernel log a report carries: what a ticket asks for.
+KERNEL_LOG_TAIL = 50
 
 # progress(stage, done, total): called as a long walk advances, so a front end
 # can draw a bar. ``total`` is 0 when it is not known.
@@ -202,6 +209,23 @@ def _blocking_tasks(result: TriageResult, errors: List[str]) -> None:
     transition.blocking = sorted(blocking, key=lambda b: (b.pid, b.comm))
 
 
+def _kernel_log_lines(prog: Any, result: TriageResult) -> List[str]:
+    # The whole log: the summary looks for the oops, which may lie before the tail.
+    from . import kernel
+
+    try:
+        return kernel.kernel_log(prog)
+    except Exception as e:  # noqa: BLE001 (a log that cannot be read is reported, not raised)
+        message = _describe_exception("kernel log", e)
+        missing = isinstance(e, LookupError)
+        result.diagnostics.append(Diagnostic(
+            stage="kernel_log",
+            kind=DiagnosticKind.MISSING_DEBUG_INFO if missing else DiagnosticKind.UNREADABLE,
+            address=getattr(e, "address", None), message=message))
+        result.kernel_log = KernelLog(error=message)
+        return []
+
+
 def toc_check(prog: Any, *, progress: Optional[Progress] = None) -> TriageResult:
     """
     The TOC part of :func:`triage` alone: module TOCs, every task's trace and
@@ -259,11 +283,20 @@ def triage(prog: Any, *, all_records: bool = False,
     stage("tocs")
     tocs = _toc_map(prog, errors)
     stage("checks")
-    result.findings = _findings(prog, result, tocs, errors)
+    # The blocking tasks come first: the transition_blocked finding carries them.
     _blocking_tasks(result, errors)
+    result.findings = _findings(prog, result, tocs, errors)
+    if not all_records:
+        result.ftrace.records = notable_records(result.ftrace, result.livepatch, result.findings)
+        result.ftrace.selection = "notable"
     result.errors = errors
     result.tocs = tocs
+    stage("kernel_log")
+    log_lines = _kernel_log_lines(prog, result)
+    result.kernel_log = KernelLog(tail=log_lines[-KERNEL_LOG_TAIL:], total_lines=len(log_lines),
+                                  error=result.kernel_log.error if result.kernel_log else None)
     result.diagnostics.extend(filtered_diagnostics(prog, filtered_marks))
+    result.summary = summarize(result, log_lines)
     return result
 
 
@@ -391,6 +424,9 @@ def _transition_json(t: KlpTransition) -> Dict[str, Any]:
              "patch_state": b.patch_state, "frame": b.frame}
             for b in sorted(t.blocking, key=lambda b: (b.pid, b.comm))
         ],
+        "attempts": t.attempts,
+        "signals_sent": t.signals_sent,
+        "retry_pending": t.retry_pending,
     }
 
 
@@ -451,6 +487,7 @@ def _ftrace_json(ft: FtraceState) -> Dict[str, Any]:
         "ops": [_ops_json(o) for o in ft.ops],
         "records": [_record_json(r) for r in sorted(ft.records, key=lambda r: r.ip)],
         "total_records": ft.total_records,
+        "selection": ft.selection,
         "errors": list(ft.errors),
     }
 
@@ -561,6 +598,7 @@ def _finding_json(f: Finding) -> Dict[str, Any]:
         "actual_toc": f.actual_toc,
         "actual_module": f.actual_module,
         "message": f.message,
+        "transition": _transition_json(f.transition) if f.transition is not None else None,
     }
 
 
@@ -575,6 +613,9 @@ def to_json(result: TriageResult) -> Dict[str, Any]:
         "findings": [_finding_json(f) for f in sorted(result.findings, key=findings_sort_key)],
         "tocs": _tocs_json(result.tocs),
         "errors": list(result.errors),
+        # Until the dataclass-derived encoder lands: these two are plain dataclasses.
+        "summary": dataclasses.asdict(result.summary) if result.summary else None,
+        "kernel_log": dataclasses.asdict(result.kernel_log) if result.kernel_log else None,
     }
 
 
