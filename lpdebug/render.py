@@ -503,16 +503,11 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
     ops_names = {o.address: _name(o.func_symbol, o.owner) for o in result.ftrace.ops}
     out.append("")
     out.append(_section("ftrace_ops", render_ftrace_ops(result.ftrace.ops)))
-    if result.ftrace.selection == "notable":
-        records = result.ftrace.records
-        title = ("dyn_ftrace records that matter (attached to a filtered ftrace_ops, "
-                 "IPMODIFY/DIRECT, at a livepatched function, or in a finding)")
-        note = (f"\n{len(records)} shown of {result.ftrace.total_records} in the kernel; "
-                "--all-records or the records command lists them all")
-    else:
-        records = result.ftrace.records
-        title = "dyn_ftrace records"
-        note = f"\n{len(records)} of {result.ftrace.total_records} in the kernel"
+    records = notable_records(result.ftrace, result.livepatch, result.findings)
+    title = ("dyn_ftrace records that matter (attached to a filtered ftrace_ops, "
+             "IPMODIFY/DIRECT, at a livepatched function, or in a finding)")
+    note = (f"\n{len(records)} shown of {result.ftrace.total_records} in the kernel; "
+            "the records command lists them all")
     out.append(_section(title, render_records(records, ops_names=ops_names) + note))
     out.append(render_errors(result.ftrace.errors))
     tocs = result.tocs

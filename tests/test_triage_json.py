@@ -122,7 +122,8 @@ def test_to_json_values():
     assert doc["livepatch"]["transition"] == {
         "patch": "lp_test", "target_state": "patched",
         "blocking": [{"pid": 42, "comm": "task42", "function": "victim_fn1", "patch_state": 0,
-                      "frame": 1}]}
+                      "frame": 1}],
+        "attempts": None, "signals_sent": None, "retry_pending": None}
     ops = doc["ftrace"]["ops"][0]
     # filter IPs sorted, names kept beside their IP
     assert ops["filter"] == [0xC008000000050008, 0xC008000000050108]

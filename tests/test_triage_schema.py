@@ -99,13 +99,17 @@ def _minimal_doc():
                    "elf_abi": 2, "build_id": None, "livepatch": True, "fgraph_layout": "offset",
                    "errors": []},
         "livepatch": {"patches": [], "transition": {"patch": None, "target_state": None,
-                                                    "blocking": []},
+                                                    "blocking": [], "attempts": None,
+                                                    "signals_sent": None, "retry_pending": None},
                       "ops": [], "shadow_count": None, "errors": []},
-        "ftrace": {"ops": [], "records": [], "total_records": 0, "errors": []},
+        "ftrace": {"ops": [], "records": [], "total_records": 0, "selection": "notable",
+                   "errors": []},
         "tasks": [],
         "findings": [],
         "tocs": {"images": [], "errors": []},
         "errors": [],
+        "summary": None,
+        "kernel_log": None,
     }
 
 
