@@ -27,6 +27,9 @@ from lpdebug.commands.common import (
 )
 
 PROG = "lpdebug"
+# The target options every subcommand takes; a command's own option with one of these
+# short flags keeps only its long form here (bt -c CPU is bt --cpu CPU).
+TARGET_FLAGS = ("-c", "-k", "-s")
 
 EXIT_CLEAN = 0
 EXIT_FINDINGS = 1
@@ -136,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _target_arguments(sub)
-        add_arguments(sub, spec)
+        add_arguments(sub, spec, reserved=TARGET_FLAGS)
     return parser
 
 

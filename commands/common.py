@@ -98,9 +98,15 @@ class Spec:
     examples: List[Tuple[str, str]] = field(default_factory=list)
 
 
-def add_arguments(parser: Any, spec: Spec) -> None:
+def add_arguments(parser: Any, spec: Spec, reserved: Tuple[str, ...] = ()) -> None:
+    """
+    Add ``spec``'s arguments to ``parser``; a front end's own options in
+    ``reserved`` (the CLI's ``-c`` core file) are left out of the flags
+    (``bt -c CPU`` is ``bt --cpu CPU`` there).
+    """
     for a in spec.args:
-        parser.add_argument(*a.flags, **a.options)
+        flags = tuple(f for f in a.flags if f not in reserved)
+        parser.add_argument(*flags, **a.options)
 
 
 def examples_text(spec: Spec, prefix: str, line_mark: str = "") -> str:
@@ -133,32 +139,133 @@ def _describe(prog: Any) -> Callable[[int], str]:
         return lambda addr: f"{addr:#x}"
 
 
-def find_task(prog: Any, which: str) -> Any:
-    """The task named by a PID (decimal) or a task_struct address (0x...)."""
+def _hex_text(text: str) -> Optional[int]:
+    # crash(8): "0x..." is an address; so is a bare hex number that cannot be a
+    # PID (it has hex letters, or a kernel address's 16 digits).
+    lowered = text.lower()
+    if lowered.startswith("0x"):
+        return int(lowered, 16)
+    if all(c in "0123456789abcdef" for c in lowered) and lowered and (
+            any(c in "abcdef" for c in lowered) or len(lowered) >= 16):
+        return int(lowered, 16)
+    return None
+
+
+def _task_at(prog: Any, address: int, text: str) -> Any:
     import drgn
+
+    task = drgn.Object(prog, "struct task_struct *", address)
+    try:
+        task.pid.value_()  # fail here, with a clear message, if unreadable
+    except drgn.FaultError as e:
+        raise UsageError(f"no task_struct readable at {text}: {e}") from None
+    return task
+
+
+def online_cpus(prog: Any) -> List[int]:
+    """The online CPUs; the possible ones when cpu_online_mask is not in the dump."""
+    import drgn
+    from drgn.helpers.linux.cpumask import for_each_online_cpu, for_each_possible_cpu
+
+    try:
+        return list(for_each_online_cpu(prog))
+    except drgn.FaultError:
+        return list(for_each_possible_cpu(prog))
+
+
+def idle_tasks(prog: Any) -> List[Any]:
+    """Every online CPU's idle task (PID 0 exists once per CPU), CPU order."""
+    from drgn.helpers.linux.sched import idle_task
+
+    return [idle_task(prog, cpu) for cpu in online_cpus(prog)]
+
+
+def find_tasks(prog: Any, which: str) -> List[Any]:
+    """
+    The tasks named by a PID (decimal; PID 0 is every CPU's idle task) or a
+    task_struct address (``0x...``, or bare hex as crash(8) takes it).
+    """
     from drgn.helpers.linux.pid import find_task as drgn_find_task
 
     text = which.strip()
     try:
-        if text.lower().startswith("0x"):
-            task = drgn.Object(prog, "struct task_struct *", int(text, 16))
-            task.pid.value_()  # fail here, with a clear message, if unreadable
-            return task
+        address = _hex_text(text)
+        if address is not None:
+            return [_task_at(prog, address, text)]
         pid = int(text, 10)
     except ValueError:
         raise UsageError(f"{which!r} is neither a PID nor a task_struct address (0x...)") from None
-    except drgn.FaultError as e:
-        raise UsageError(f"no task_struct readable at {text}: {e}") from None
+    if pid == 0:
+        return idle_tasks(prog)
     task = drgn_find_task(prog, pid)
     if not task:
         raise UsageError(f"no task with PID {pid}")
-    return task
+    return [task]
 
 
-def _trace(prog: Any, which: str) -> Any:
-    from lpdebug.backtrace import true_backtrace
+def find_task(prog: Any, which: str) -> Any:
+    """The task named by a PID (decimal; 0 is CPU 0's idle task) or a task_struct address."""
+    return find_tasks(prog, which)[0]
 
-    return true_backtrace(find_task(prog, which))
+
+def _cpu_list(text: str) -> List[int]:
+    # "1", "0,2", "0-3": crash(8)'s -c syntax
+    cpus: List[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                low, high = part.split("-", 1)
+                cpus.extend(range(int(low), int(high) + 1))
+            else:
+                cpus.append(int(part))
+    except ValueError:
+        raise UsageError(f"{text!r} is not a CPU list (e.g. 1, 0,2 or 0-3)") from None
+    return cpus
+
+
+def active_tasks(prog: Any, cpus: Optional[List[int]] = None) -> List[Any]:
+    """The task running on each online CPU (``cpus``: only those), idle tasks included."""
+    from drgn.helpers.linux.sched import cpu_curr
+
+    online = online_cpus(prog)
+    if cpus is None:
+        cpus = online
+    for cpu in cpus:
+        if cpu not in online:
+            raise UsageError(f"CPU {cpu} is not online (online: {', '.join(map(str, online))})")
+    return [cpu_curr(prog, cpu) for cpu in cpus]
+
+
+def crashed_task(prog: Any) -> Any:
+    """The task that crashed, on a crash dump; a UsageError elsewhere."""
+    import drgn
+
+    try:
+        return prog.crashed_thread().object
+    except (LookupError, ValueError, drgn.FaultError) as e:
+        raise UsageError("no crashed task (this is not a crash dump): give a PID, a "
+                         f"task_struct address, -a or -c CPU ({e})") from None
+
+
+def bt_tasks(prog: Any, args: argparse.Namespace) -> List[Any]:
+    """The tasks ``bt`` shows: crash(8)'s selection by PID, address, -a, -c or the crashed task."""
+    if getattr(args, "all_cpus", False):
+        return active_tasks(prog)
+    if getattr(args, "cpu", None) is not None:
+        return active_tasks(prog, _cpu_list(args.cpu))
+    tasks = getattr(args, "tasks", None)
+    if not tasks:
+        return [crashed_task(prog)]
+    found: List[Any] = []
+    for which in tasks:
+        found.extend(find_tasks(prog, which))
+    return found
+
+
+def _json_document(command: str, **parts: Any) -> str:
+    from lpdebug import triage
+
+    return triage.command_dumps(command, **parts)
 
 
 # --- the commands -------------------------------------------------------------
@@ -168,6 +275,8 @@ def _run_patches(prog: Any, args: argparse.Namespace, progress: Optional[Progres
     from lpdebug import livepatch, render
 
     state = livepatch.livepatch_state(prog)
+    if args.json:
+        return Output(_json_document("patches", livepatch=state))
     return Output(render.render_livepatch(state, _describe(prog)))
 
 
@@ -175,6 +284,8 @@ def _run_ops(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) 
     from lpdebug import ftrace, render
 
     ops = list(ftrace.ftrace_ops(prog))
+    if args.json:
+        return Output(_json_document("ops", ops=ops))
     return Output(render.render_ftrace_ops(ops, full=args.full))
 
 
@@ -208,17 +319,25 @@ def _run_records(prog: Any, args: argparse.Namespace, progress: Optional[Progres
     records = ftrace.ftrace_records(prog, all_records, ops=ops, errors=errors, timings=timings)
     keep = _record_filter(args)
     shown = [r for r in records if keep(r)]
+    total = int(timings.get("count", len(records)))
+    if args.json:
+        return Output(_json_document("records", records=sorted(shown, key=lambda r: r.ip),
+                                     total_records=total, errors=errors))
     ops_names = {o.address: (o.func_symbol or f"{o.func:#x}") + (f" [{o.owner}]" if o.owner else "")
                  for o in ops}
-    text = render.render_records(shown, total=int(timings.get("count", len(records))),
-                                 ops_names=ops_names)
+    text = render.render_records(shown, total=total, ops_names=ops_names)
     return Output(text + ("\n" + render.render_errors(errors).rstrip() if errors else ""))
 
 
 def _run_bt(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
     from lpdebug import render
+    from lpdebug.backtrace import true_backtrace
 
-    return Output(render.render_backtrace(_trace(prog, args.task), _describe(prog)))
+    traces = [true_backtrace(task) for task in bt_tasks(prog, args)]
+    if args.json:
+        return Output(_json_document("bt", tasks=traces))
+    describe = _describe(prog)
+    return Output("\n\n".join(render.render_backtrace(t, describe) for t in traces))
 
 
 def _toc_owner(prog: Any) -> Optional[Callable[[int], Optional[str]]]:
@@ -233,14 +352,22 @@ def _toc_owner(prog: Any) -> Optional[Callable[[int], Optional[str]]]:
 def _run_stacks(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
     from lpdebug import render
 
-    trace = _trace(prog, args.task)
-    return Output(render.render_shadow_stacks(trace, _describe(prog), _toc_owner(prog)))
+    from lpdebug.backtrace import true_backtrace
+
+    traces = [true_backtrace(task) for task in find_tasks(prog, args.task)]
+    if args.json:
+        return Output(_json_document("stacks", tasks=traces))
+    describe, owner = _describe(prog), _toc_owner(prog)
+    return Output("\n\n".join(render.render_shadow_stacks(t, describe, owner) for t in traces))
 
 
 def _run_toc(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
     from lpdebug import render, triage
 
     result = triage.toc_check(prog, progress=progress)
+    if args.json:
+        return Output(_json_document("toc", tocs=result.tocs, findings=result.findings,
+                                     errors=result.errors), len(result.findings))
     text = "\n".join(p for p in (
         "Module TOCs\n-----------\n" + render.render_tocs(result.tocs),
         "Findings\n--------\n" + render.render_findings(result.findings),
@@ -260,8 +387,11 @@ def _run_triage(prog: Any, args: argparse.Namespace, progress: Optional[Progress
     return Output(text, len(result.findings))
 
 
-_TASK_ARG = arg("task", metavar="PID|0xTASK",
-                help="PID of the task, or the address of its task_struct (0x...)")
+_TASK_ARG = arg("task", metavar="PID|TASK",
+                help="PID of the task (0: every CPU's idle task), or the address of its "
+                     "task_struct (0x..., or bare hex)")
+_JSON_ARG = arg("--json", action="store_true",
+                help="print a JSON document (its schema id and fields: docs/triage-schema.md)")
 
 SPECS: List[Spec] = [
     Spec(
@@ -274,7 +404,7 @@ SPECS: List[Spec] = [
             "the function in effect, klp_state entries, the shadow-variable "
             "count, and the transition in progress."
         ),
-        args=[],
+        args=[_JSON_ARG],
         run=_run_patches,
         examples=[("", "list patches, functions and the transition")],
     ),
@@ -288,7 +418,8 @@ SPECS: List[Spec] = [
             "notrace hashes, and its trampoline."
         ),
         args=[arg("--full", action="store_true",
-                  help="list every filter and notrace function, not only the first ones")],
+                  help="list every filter and notrace function, not only the first ones"),
+              _JSON_ARG],
         run=_run_ops,
         examples=[("", "list the registered ftrace_ops"),
                   ("--full", "the same, with every filtered function")],
@@ -310,6 +441,7 @@ SPECS: List[Spec] = [
                 help="only records in modules matching PATTERN ('vmlinux' for the kernel)"),
             arg("-a", "--all", action="store_true",
                 help="every record, including those in their default state"),
+            _JSON_ARG,
         ],
         run=_run_records,
         examples=[("", "records in use (like enabled_functions)"),
@@ -327,10 +459,24 @@ SPECS: List[Spec] = [
             "address came from (unwound, fgraph, livepatch) and 'unwinder saw' "
             "what the plain unwinder showed where it differs."
         ),
-        args=[_TASK_ARG],
+        args=[
+            arg("tasks", metavar="PID|TASK", nargs="*",
+                help="PID (0: every CPU's idle task) or task_struct address (0x..., or bare "
+                     "hex); none: the crashed task of a crash dump"),
+            arg("-a", "--all-cpus", action="store_true",
+                help="the task active on every online CPU, idle tasks included"),
+            arg("-c", "--cpu", metavar="CPU",
+                help="the task active on CPU (a list: 0,2 or 0-3)"),
+            _JSON_ARG,
+        ],
         run=_run_bt,
         examples=[("1", "true backtrace of PID 1"),
-                  ("0xc000000002a41e00", "of the task_struct at that address")],
+                  ("0xc000000002a41e00", "of the task_struct at that address"),
+                  ("c000000002a41e00", "the same: bare hex is an address, as in crash(8)"),
+                  ("", "on a crash dump, the task that crashed"),
+                  ("-a", "the task active on every CPU, idle tasks included"),
+                  ("-c 1", "the task active on CPU 1"),
+                  ("0", "every CPU's idle task (PID 0)")],
     ),
     Spec(
         name="stacks",
@@ -341,7 +487,7 @@ SPECS: List[Spec] = [
             "its ppc64 livepatch stack (saved TOC, saved and real LR, magic), "
             "oldest first."
         ),
-        args=[_TASK_ARG],
+        args=[_TASK_ARG, _JSON_ARG],
         run=_run_stacks,
         examples=[("42", "both shadow stacks of PID 42")],
     ),
@@ -355,7 +501,7 @@ SPECS: List[Spec] = [
             "to the code it returns to, bad livepatch-stack magic, out-of-bounds "
             "stacks and unreadable memory."
         ),
-        args=[],
+        args=[_JSON_ARG],
         run=_run_toc,
         examples=[("", "list module TOCs and TOC findings")],
     ),

@@ -487,15 +487,17 @@ def ftrace_records(
     ]
     attached = _ops_matcher(ops_sets)
     result = []
-    lookup = sym.lookup
+    nearest = sym.nearest
     for ip, flags in selected:
         names = decoded.get(flags & ~ref_mask)
         if names is None:
             names = decoded[flags & ~ref_mask] = decode_flags(flags & ~ref_mask, bits)
-        info = lookup(ip)
+        info = nearest(ip)
+        past_end = info is not None and info.offset > info.size
         result.append(FtraceRecord(
             ip=ip,
-            symbol=info.name if info else None,
+            symbol=info.name if info and not past_end else None,
+            past_end_of=info.name if past_end else None,
             module=info.module if info else sym.module_of(ip),
             flags=list(names),  # not shared between records
             flags_raw=flags,

@@ -179,6 +179,9 @@ class FtraceRecord:
     flags_raw: int
     refcount: int
     ops: List[int] = field(default_factory=list)  # ftrace_ops attached to this record
+    # the symbol kallsyms names it after when ip lies past that symbol's ELF size (code of an
+    # overridden weak function; ``symbol`` is then None); None otherwise
+    past_end_of: Optional[str] = None
 
 
 @dataclass

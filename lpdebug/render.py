@@ -239,7 +239,10 @@ def render_records(records: Sequence[FtraceRecord], *, total: Optional[int] = No
         attached = ", ".join((ops_names or {}).get(a, hex_or_dash(a)) for a in r.ops)
         rows.append((
             hex_or_dash(r.ip),
-            _name(r.symbol, r.module),
+            # unnamed (no symbol, or past its symbol's end): the address, as the kernel's %pS
+            _name(r.symbol, r.module) if r.symbol else _name(
+                f"{r.ip:#x}" + (f" (past end of {r.past_end_of})" if r.past_end_of else ""),
+                r.module),
             "|".join(r.flags) or "-",
             r.refcount,
             attached or "-",

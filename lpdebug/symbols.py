@@ -24,6 +24,15 @@ order, which is the symbol table's.)
 Module memory is known from the kernel's module list, so an address inside a
 module without a covering symbol (freed ``__init`` text, stubs) still gets
 its module.
+
+One exception to the kallsyms rule: an address *past the end* of a symbol
+that has an ELF size (more than ``size`` bytes after its start; a return
+address right at the end still belongs to it) is not named after it. Such
+code is a weak function the linker overrode, whose symbol is gone: the
+kernel itself marks the dyn_ftrace records there DISABLED because kallsyms
+names them at an impossible offset (``test_for_valid_rec()`` in
+kernel/trace/ftrace.c). :meth:`Symbolizer.lookup` gives None there, and
+:meth:`Symbolizer.describe` says ``sym+0xoff (past end)``.
 """
 
 from __future__ import annotations
@@ -212,19 +221,34 @@ class Symbolizer:
     # -- symbols --------------------------------------------------------------
 
     def lookup(self, addr: int) -> Optional[SymbolInfo]:
-        """The symbol naming ``addr`` (kallsyms rule, see the module docstring)."""
+        """
+        The symbol naming ``addr`` (kallsyms rule, see the module docstring);
+        None when no symbol does, or ``addr`` lies past the end of the
+        nearest one.
+        """
+        info = self.nearest(addr)
+        if info is None or info.offset > info.size:
+            return None
+        return info
+
+    def nearest(self, addr: int) -> Optional[SymbolInfo]:
+        """
+        The nearest symbol at or below ``addr`` in the same image, even when
+        ``addr`` lies past its end (then ``offset > size``, ``size`` being
+        the symbol's ELF size).
+        """
         i = bisect.bisect_right(self._addrs, addr) - 1
         if i < 0:
             return None
         sym = self._syms[i]
         start = self._addrs[i]
         size = sym.size
-        if not (size and addr < start + size):
+        if not (size and addr <= start + size):
             region = self._region_of(addr)
             if region is None or not region[0] <= start < region[1]:
                 return None
-            next_start = self._addrs[i + 1] if i + 1 < len(self._addrs) else region[1]
-            if not size or start + size <= addr:
+            if not size:
+                next_start = self._addrs[i + 1] if i + 1 < len(self._addrs) else region[1]
                 size = min(next_start, region[1]) - start
         region = self._region_of(start)
         return SymbolInfo(
@@ -242,9 +266,11 @@ class Symbolizer:
 
     def describe(self, addr: int) -> str:
         """``name+0xoff [module]`` like the kernel's %pS, or the bare hex address."""
-        info = self.lookup(addr)
+        info = self.nearest(addr)
         if info is None:
             mod = self.module_of(addr)
             return f"{addr:#x}" + (f" [{mod}]" if mod else "")
         text = info.name + (f"+{info.offset:#x}" if info.offset else "")
+        if info.offset > info.size:
+            text += " (past end)"
         return text + (f" [{info.module}]" if info.module else "")

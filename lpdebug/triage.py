@@ -54,6 +54,9 @@ __all__ = (
     "toc_check",
     "to_json",
     "dumps",
+    "encode",
+    "command_dumps",
+    "COMMAND_SCHEMAS",
     "findings_sort_key",
     "filtered_diagnostics",
 )
@@ -478,6 +481,7 @@ def _record_json(r: FtraceRecord) -> Dict[str, Any]:
         "flags_raw": r.flags_raw,
         "refcount": r.refcount,
         "ops": sorted(r.ops),
+        "past_end_of": r.past_end_of,
     }
 
 
@@ -617,6 +621,34 @@ def to_json(result: TriageResult) -> Dict[str, Any]:
         "summary": dataclasses.asdict(result.summary) if result.summary else None,
         "kernel_log": dataclasses.asdict(result.kernel_log) if result.kernel_log else None,
     }
+
+
+# Every command's --json document: its own schema id, documented in docs/triage-schema.md.
+COMMAND_SCHEMAS = {name: f"lpdebug.{name}/1"
+                   for name in ("patches", "ops", "records", "bt", "stacks", "toc")}
+
+
+def encode(value: Any) -> Any:
+    """One model object (or a list of them) as in the triage document."""
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    encoders: List[Tuple[type, Callable[[Any], Any]]] = [
+        (LivepatchState, _livepatch_json), (FtraceOps, _ops_json), (FtraceRecord, _record_json),
+        (TaskTrace, _task_json), (Finding, _finding_json),
+    ]
+    for kind, encoder in encoders:
+        if isinstance(value, kind):
+            return encoder(value)
+    if hasattr(value, "toc_owner"):
+        return _tocs_json(value)
+    return value
+
+
+def command_dumps(command: str, **parts: Any) -> str:
+    """A command's --json document: ``schema`` (its :data:`COMMAND_SCHEMAS` id) and ``parts``."""
+    doc = {"schema": COMMAND_SCHEMAS[command]}
+    doc.update({key: encode(value) for key, value in parts.items()})
+    return json.dumps(doc, indent=1, sort_keys=True)
 
 
 def dumps(result: TriageResult, *, indent: Optional[int] = 1) -> str:

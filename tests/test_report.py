@@ -185,3 +185,58 @@ def test_every_finding_kind_has_guidance_and_the_report_shows_it():
     for f in result("toc-crash").findings:
         assert f"{f.kind}: {guidance.next_step(f.kind)}" in report
         assert guidance.GUIDANCE[f.kind].severity == f.severity
+
+
+# --- naming past a symbol's end ------------------------------------------------------------
+
+# arch/powerpc/include/asm/ftrace.h (6.12, -mprofile-kernel): ftrace marks a record DISABLED when
+# kallsyms names it at an offset beyond this (test_for_valid_rec(): "Weak functions can cause
+# invalid addresses"). 6.1 has no such limit on powerpc.
+FTRACE_MCOUNT_MAX_OFFSET = 16
+
+_records = {}
+
+
+def all_records(name):
+    if name not in _records:
+        from lpdebug import ftrace
+        from lpdebug.symbols import Symbolizer
+
+        prog = sample.open_fixture(os.path.join(FIXTURES, name))
+        _records[name] = (ftrace.ftrace_records(prog, True), Symbolizer(prog), prog)
+    return _records[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_records_past_their_symbols_end_are_unnamed(name):
+    records, sym, prog = all_records(name)
+    for r in records:
+        info = sym.nearest(r.ip)
+        if r.symbol is not None:
+            # never named after a symbol whose ELF size it lies beyond
+            assert info is not None and info.name == r.symbol and info.offset <= info.size, \
+                (hex(r.ip), r.symbol)
+        elif r.past_end_of is not None:
+            assert info.name == r.past_end_of and info.offset > info.size
+    if not result(name).kernel.release.startswith("6.12"):
+        return
+    # The kernel's own view: ftrace disabled exactly the records kallsyms names at an offset
+    # past FTRACE_MCOUNT_MAX_OFFSET, and every one of them lies past its symbol's end.
+    disabled = {r.ip for r in records if "DISABLED" in r.flags}
+    far = {r.ip for r in records
+           if sym.nearest(r.ip) is not None and sym.nearest(r.ip).offset > FTRACE_MCOUNT_MAX_OFFSET}
+    assert disabled == far
+    unnamed = {r.ip for r in records if r.symbol is None}
+    assert disabled <= unnamed
+
+
+def test_sample_sys_acct_rows_past_its_16_bytes_are_unnamed():
+    records, sym, prog = all_records("settled")
+    acct = prog.symbol("sys_acct")
+    assert acct.size == 16
+    past = [r for r in records if r.past_end_of == "sys_acct"]
+    assert len(past) == 3 and all(r.ip > acct.address + acct.size for r in past)
+    assert all(r.flags == ["DISABLED"] and r.symbol is None for r in past)
+    assert [r.symbol for r in records if r.ip == acct.address + 4] == ["sys_acct"]
+    assert sym.describe(past[0].ip) == f"sys_acct+{past[0].ip - acct.address:#x} (past end)"
+    assert sum(1 for r in records if r.past_end_of and r.flags == ["DISABLED"]) == 98
