@@ -206,7 +206,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     bar.close()
     sys.stdout.write(output.text + "\n")
     sys.stdout.flush()
-    return EXIT_FINDINGS if output.findings else EXIT_CLEAN
+    return output.exit_status
 
 
 def main(argv: Optional[List[str]] = None) -> int:

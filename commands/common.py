@@ -27,6 +27,8 @@ __all__ = (
     "Arg",
     "Spec",
     "Output",
+    "EXIT_CLEAN",
+    "EXIT_FINDINGS",
     "SPECS",
     "spec_by_name",
     "add_arguments",
@@ -78,10 +80,32 @@ def arg(*flags: str, **options: Any) -> Arg:
     return Arg(flags, options)
 
 
+EXIT_CLEAN = 0
+EXIT_FINDINGS = 1
+
+
 @dataclass
 class Output:
+    """
+    What a command gives back, in every front end: the text it printed, the
+    findings behind it and the exit status the CLI returns. drgn's
+    ``run_command(prog, "lptoc")`` returns this object.
+    """
+
     text: str
-    findings: int = 0  # a front end's exit status reflects these
+    findings: List[Any] = field(default_factory=list)  # lpdebug.model.Finding
+    result: Optional[Any] = None  # the TriageResult behind triage and toc, when there is one
+
+    @property
+    def exit_status(self) -> int:
+        """0 clean, 1 findings (the CLI's exit status)."""
+        # Hook for the typed-diagnostics contract: with it, exit_status(self.result)
+        # (3 when the result is incomplete) decides.
+        return EXIT_FINDINGS if self.findings else EXIT_CLEAN
+
+    def __repr__(self) -> str:
+        return (f"<lpdebug command output: {len(self.findings)} finding(s), "
+                f"exit status {self.exit_status}, {len(self.text.splitlines())} lines>")
 
 
 Progress = Callable[[str, int, int], None]
@@ -367,13 +391,13 @@ def _run_toc(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) 
     result = triage.toc_check(prog, progress=progress)
     if args.json:
         return Output(_json_document("toc", tocs=result.tocs, findings=result.findings,
-                                     errors=result.errors), len(result.findings))
+                                     errors=result.errors), result.findings, result)
     text = "\n".join(p for p in (
         "Module TOCs\n-----------\n" + render.render_tocs(result.tocs),
         "Findings\n--------\n" + render.render_findings(result.findings),
         render.render_errors(result.errors).rstrip("\n"),
     ) if p)
-    return Output(text, len(result.findings))
+    return Output(text, result.findings, result)
 
 
 def _run_triage(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
@@ -384,7 +408,7 @@ def _run_triage(prog: Any, args: argparse.Namespace, progress: Optional[Progress
         text = triage.dumps(result).rstrip("\n")
     else:
         text = render.render_triage(result, _describe(prog), all_tasks=args.all_tasks).rstrip("\n")
-    return Output(text, len(result.findings))
+    return Output(text, result.findings, result)
 
 
 _TASK_ARG = arg("task", metavar="PID|TASK",

@@ -7,6 +7,8 @@ lpdebug's commands inside gdb, for a live kernel behind a gdbstub (QEMU's
     (gdb) python import lpdebug.commands.gdb
     (gdb) lp-triage
     (gdb) lp-bt 1
+    (gdb) lp-triage --json > report.json
+    (gdb) lp-records | grep msleep
     (gdb) help lp-records
 
 Every ``lp-*`` command is one of :mod:`lpdebug.commands.common`, run on a
@@ -196,9 +198,16 @@ class LpCommand(gdb.Command):
         super().__init__(self.name, gdb.COMMAND_DATA)
 
     def invoke(self, argument: str, from_tty: bool) -> None:
-        words = gdb.string_to_argv(argument)
+        from drgn.commands import parse_shell_command
+
+        # The same command line as drgn's %lp* commands: shell words, "> FILE",
+        # ">> FILE" and "| COMMAND".
         try:
-            args = self.parser.parse_args(words)
+            parsed = parse_shell_command(argument)
+        except SyntaxError as e:
+            raise gdb.GdbError(f"{self.name}: {e}") from None
+        try:
+            args = self.parser.parse_args(list(parsed.args))
         except SystemExit:
             # argparse already printed the help or the usage error.
             return
@@ -208,7 +217,33 @@ class LpCommand(gdb.Command):
             raise gdb.GdbError(f"{self.name}: {e}") from None
         except Exception as e:  # noqa: BLE001 (gdb shows one line, like every gdb error)
             raise gdb.GdbError(f"{self.name}: {type(e).__name__}: {e}") from None
-        gdb.write(output.text + "\n")
+        _deliver(self.name, output.text + "\n", parsed.redirections, parsed.pipeline)
+
+
+def _deliver(name: str, text: str, redirections: Any, pipeline: Any) -> None:
+    """Write a command's text to gdb, a file (``> FILE``, ``>> FILE``) or a shell pipeline."""
+    import subprocess
+
+    for fd, op, path in redirections:
+        if fd != 1 or op not in (">", ">>"):
+            raise gdb.GdbError(f"{name}: only '> FILE', '>> FILE' and '| COMMAND' are supported")
+    if pipeline is not None:
+        proc = subprocess.run(pipeline, shell=True, input=text, capture_output=True, text=True)
+        text = proc.stdout
+        if proc.stderr:
+            gdb.write(proc.stderr, gdb.STDERR)
+        if proc.returncode != 0 and not redirections:
+            gdb.write(text)
+            raise gdb.GdbError(f"{name}: '{pipeline}' exited with status {proc.returncode}")
+    if not redirections:
+        gdb.write(text)
+        return
+    for _, op, path in redirections:
+        try:
+            with open(path, "w" if op == ">" else "a") as f:
+                f.write(text)
+        except OSError as e:
+            raise gdb.GdbError(f"{name}: {path}: {e.strerror}") from None
 
 
 class LpSymbolsCommand(gdb.Command):

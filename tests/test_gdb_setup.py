@@ -45,3 +45,17 @@ def test_bad_arguments_print_usage_not_a_traceback():
     proc = gdb_batch("lp-records --bogus")
     assert "unrecognized arguments: --bogus" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_redirection_and_pipe_are_not_arguments(tmp_path):
+    # "lp-triage --json > FILE" once failed with "unrecognized arguments: > FILE"; gdb's
+    # lp-* commands take drgn's command-line syntax. Without a target they get as far as
+    # needing one.
+    out = tmp_path / "report.json"
+    proc = gdb_batch(f"lp-triage --json > {out}", "lp-records -f 'msleep*' | grep msleep")
+    assert "unrecognized arguments" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("lp-")]
+    assert errors == ["lp-triage: gdb is not connected to a target: 'target remote :PORT' first",
+                      "lp-records: gdb is not connected to a target: 'target remote :PORT' first"], \
+        proc.stderr
+    assert not out.exists()
