@@ -253,3 +253,42 @@ def test_three_front_ends_give_the_same_facts(paused):
     assert docs["cli"]["tasks"], "no tasks read"
     assert docs["drgn"] == docs["cli"]
     assert docs["gdb"] == docs["cli"]
+
+
+_DRGN_COMMANDS_TO_FILES = """
+import json, sys
+from drgn.commands import run_command
+import lpdebug
+import lpdebug.commands.drgn_plugin
+sock, vmlinux, *modules = sys.argv[1:-1]
+prog = lpdebug.open_qemu(sock, vmlinux, modules)
+for command, path in json.loads(sys.argv[-1]):
+    run_command(prog, f"{command} > {path}")
+"""
+
+
+def test_three_front_ends_give_the_same_bytes(paused, tmp_path):
+    # One command list through the CLI (stdout), drgn's command machinery and gdb (both with
+    # "> FILE"), on the paused guest: byte for byte the same.
+    pid = _victim_pid(paused)
+    commands = ["patches", "patches --json", "ops", "records -f 'msleep*'", f"bt {pid}",
+                f"bt {pid} --json", f"stacks {pid}", "toc --json", "triage", "triage --json"]
+    cli_out = []
+    for command in commands:
+        words = re.findall(r"'[^']*'|\S+", command)
+        proc = _cli(words[0], *qemu_args(paused), *[w.strip("'") for w in words[1:]])
+        assert proc.returncode in (0, 1), (command, proc.stderr)
+        cli_out.append(proc.stdout)
+    drgn_files = [(f"lp{c}", str(tmp_path / f"drgn-{i}.txt")) for i, c in enumerate(commands)]
+    proc = subprocess.run([sys.executable, "-c", _DRGN_COMMANDS_TO_FILES, paused["qmp"],
+                           paused["vmlinux"], *paused["modules"], json.dumps(drgn_files)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr
+    gdb_files = [str(tmp_path / f"gdb-{i}.txt") for i in range(len(commands))]
+    _, gdb_proc = gdb_batch(paused, *[f"lp-{c} > {path}" for c, path in zip(commands, gdb_files)])
+    _qmp(paused["qmp"], "stop")  # gdb's detach resumes the guest
+    for command, want, (_, drgn_path), gdb_path in zip(commands, cli_out, drgn_files, gdb_files):
+        with open(drgn_path) as f:
+            assert f.read() == want, f"drgn %lp{command} differs from the CLI"
+        with open(gdb_path) as f:
+            assert f.read() == want, f"gdb lp-{command} differs from the CLI: {gdb_proc.stderr[-2000:]}"
