@@ -1,0 +1,40 @@
+"""
+README.md's sample output is the tool's output: every code block after an
+``<!-- output-of: lpdebug ARGS [| head -N] -->`` marker equals what that
+command prints on the bundled sample (its first N lines with ``| head -N``).
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MARKER = re.compile(r"<!-- output-of: lpdebug (.*?)(?: \| head -(\d+))? -->\n```\n(.*?)```", re.S)
+
+
+def samples():
+    with open(os.path.join(REPO, "README.md")) as f:
+        return MARKER.findall(f.read())
+
+
+def test_readme_has_sample_blocks():
+    commands = [args.split()[0] for args, _, _ in samples()]
+    assert {"triage", "bt", "stacks"} <= set(commands), commands
+
+
+@pytest.mark.parametrize("args, head, block", samples(), ids=lambda v: str(v)[:40])
+def test_readme_sample_block_is_the_tools_output(args, head, block):
+    words = shlex.split(args)
+    assert "--sample" in words, "README samples run on the bundled sample"
+    proc = subprocess.run([sys.executable, "-m", "lpdebug.commands.cli", *words],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode in (0, 1), proc.stderr
+    out = proc.stdout
+    if head:
+        out = "".join(out.splitlines(True)[:int(head)])
+    assert block == out, (f"README.md's block for 'lpdebug {args}' is not the tool's output; "
+                          f"regenerate it:\n{out}")
