@@ -82,7 +82,7 @@ def test_each_command_has_help_with_examples(command):
     (["triage"], "one of the arguments -c/--core -k/--kernel --qemu --sample is required"),
     (["triage", "-c", "x", "-k"], "not allowed with argument"),
     (["triage", "-c", "x", "--bogus"], "unrecognized arguments: --bogus"),
-    (["bt", "-c", "x"], "required: PID|0xTASK"),
+    (["stacks", "-c", "x"], "required: PID|TASK"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, fragment):
     assert_one_line_error(run_cli(*args), fragment)

@@ -83,3 +83,33 @@ def test_cli_and_drgn_print_the_same_bytes(words, tmp_path):
     result = run_command(prog("toc-crash"), f"lp{words[0]} {_drgn_words(words[1:])} > {out}")
     assert out.read_text() == proc.stdout
     assert result.exit_status == proc.returncode
+
+
+@pytest.mark.parametrize("command, parts", [
+    ("patches", {"livepatch"}), ("ops", {"ops"}), ("records", {"records", "total_records", "errors"}),
+    ("bt", {"tasks"}), ("stacks", {"tasks"}), ("toc", {"tocs", "findings", "errors"}),
+])
+def test_every_commands_json_has_its_documented_schema_id(command, parts):
+    import json
+
+    from test_triage_schema import DOC_PATH, load_schema, validate
+
+    args = {"bt": ["181"], "stacks": ["181"]}.get(command, [])
+    proc = cli("toc-crash", command, *args, "--json")
+    assert proc.returncode in (0, 1), proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["schema"] == f"lpdebug.{command}/1"
+    with open(DOC_PATH) as f:
+        row = next(line for line in f if line.startswith(f"| `{command}` | `lpdebug."))
+    assert f"`lpdebug.{command}/1`" in row
+    assert set(doc) - {"schema"} == parts
+    assert all(f"`{p}`" in row for p in parts)
+    # the parts are the triage document's objects, valid against the same definitions
+    schema = load_schema()
+    defs = {"livepatch": "livepatch", "ops": "ftrace_ops", "records": "record", "tasks": "task",
+            "findings": "finding"}
+    for part, value in doc.items():
+        if part in defs:
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                assert validate(item, schema["$defs"][defs[part]], schema) == [], (part, item)
