@@ -66,9 +66,12 @@ examples:
   lpdebug triage -c vmcore -s vmlinux -s modules/
       full report as text: livepatch, ftrace, backtraces, findings
   lpdebug triage -c vmcore -s vmlinux --json > report.json
-      the same as a JSON document (schema lpdebug.triage/1)
+      the same as a JSON document (schema lpdebug.triage/1); every
+      command takes --json
   lpdebug bt -c vmcore -s vmlinux 1234
       true backtrace of PID 1234
+  lpdebug bt -c vmcore -s vmlinux
+      on a crash dump, the task that crashed (-a: every CPU's active task)
   lpdebug records -k -f 'msleep*'
       dyn_ftrace records of msleep* on the running kernel
   lpdebug patches --qemu /tmp/guest/qmp.sock -s vmlinux
@@ -76,12 +79,12 @@ examples:
 
 exit status:
   0  no findings
-  1  findings (triage, toc)
+  1  findings (triage, toc), a stalled livepatch transition among them
   2  error: bad arguments, a target that cannot be opened, a vmlinux that
      is not the target's kernel; the reason is one line on stderr
 
-See 'lpdebug COMMAND --help' for each command, and docs/triage-schema.md
-for the JSON schema.
+See 'lpdebug COMMAND --help' for each command, docs/triage-schema.md for
+the JSON schemas and docs/findings.md for what each finding means.
 """
 
 

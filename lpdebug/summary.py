@@ -67,6 +67,18 @@ def _frame_name(f: Frame) -> str:
     return text + (f" [{f.module}]" if f.module else "")
 
 
+def _coverage_line(result: TriageResult) -> Optional[str]:
+    # The debug-info coverage (TriageResult.coverage and render.coverage_line(), from the
+    # debug-info work) when this result carries it.
+    coverage = getattr(result, "coverage", None)
+    if coverage is None:
+        return None
+    from . import render
+
+    line = getattr(render, "coverage_line", None)
+    return line(coverage) if line is not None else None
+
+
 def summarize(result: TriageResult, log: Sequence[str] = (),
               coverage: Optional[str] = None) -> Summary:
     """
@@ -74,6 +86,8 @@ def summarize(result: TriageResult, log: Sequence[str] = (),
     kernel log (:func:`lpdebug.kernel.kernel_log`), ``coverage`` the
     debug-info coverage line when one was computed.
     """
+    if coverage is None:
+        coverage = _coverage_line(result)
     message, lines, panic = crash_report(log)
     crashed_trace = next((t for t in result.tasks if t.crashed), None)
     crashed_task = None

@@ -72,8 +72,13 @@ def test_module_ranges_and_label_symbols_synthetic():
     sym = Symbolizer(mk.prog)
     # Module memory without a symbol (stubs, freed init text) still has its module.
     assert sym.lookup(MOD + 0x10) is None and sym.module_of(MOD + 0x10) == "lpd_victim"
-    # Past a sized symbol but inside the module, before the next symbol: kallsyms names it.
-    assert sym.lookup(MOD + 0x200).name == "lpd_victim_work"
+    # Past a sized symbol's end but inside the module, before the next symbol: kallsyms would
+    # name it after that symbol; lpdebug does not (code of an overridden weak function).
+    assert sym.lookup(MOD + 0x200) is None and sym.module_of(MOD + 0x200) == "lpd_victim"
+    assert sym.nearest(MOD + 0x200).name == "lpd_victim_work"
+    assert sym.describe(MOD + 0x200) == "lpd_victim_work+0x100 (past end) [lpd_victim]"
+    # A return address right at the end (after a final call) still belongs to it.
+    assert sym.lookup(MOD + 0x130).name == "lpd_victim_work"
     assert sym.module_of(MOD + 0x2000) is None  # past the module's memory
     # A size-0 label covers up to the next symbol, as kallsyms reports it.
     info = sym.lookup(TEXT + 0x230)
@@ -90,7 +95,8 @@ def test_built_once_per_program_and_invalidated_synthetic():
     first = Symbolizer(mk.prog)
     assert Symbolizer(mk.prog) is first
     mk.symbol("func_late", TEXT + 0x400, 0x40)
-    assert first.name_of(TEXT + 0x404) == "func_a"  # stale table until invalidated
+    assert first.name_of(TEXT + 0x404) is None  # stale table until invalidated
+    assert first.nearest(TEXT + 0x404).name == "func_a"
     invalidate(mk.prog)
     assert Symbolizer(mk.prog).name_of(TEXT + 0x404) == "func_late"
 
