@@ -387,7 +387,9 @@ def check_tocs(tocs: TocMap) -> List[Finding]:
 def _duration_text(t: KlpTransition) -> str:
     if t.attempts is None:
         return ""
-    text = f" for about {t.attempts} s ({t.attempts} failed tries"
+    # klp_try_complete_transition() retries after round_jiffies_relative(HZ): about a
+    # second each, so the count is about the seconds since the transition started.
+    text = f" for about {t.attempts} s ({t.attempts} failed tries, about one a second"
     if t.signals_sent:
         text += f", signals sent {t.signals_sent} time{'s' if t.signals_sent != 1 else ''}"
     return text + ")"
