@@ -392,6 +392,8 @@ def _duration_text(t: KlpTransition) -> str:
     text = f" for about {t.attempts} s ({t.attempts} failed tries, about one a second"
     if t.signals_sent:
         text += f", signals sent {t.signals_sent} time{'s' if t.signals_sent != 1 else ''}"
+    if t.next_try_jiffies is not None:
+        text += f", next try in {t.next_try_jiffies} jiffies"
     return text + ")"
 
 

@@ -247,11 +247,12 @@ def transition_progress(prog: drgn.Program) -> Dict[str, Optional[int]]:
     ``attempts`` (``klp_signals_cnt``: failed ``klp_try_complete_transition()``
     runs, rescheduled through ``klp_transition_work`` about every second),
     ``signals_sent`` (rounds of ``klp_send_signals()`` so far) and
-    ``retry_pending`` (``klp_transition_work`` is queued). A value the
+    ``retry_pending`` (``klp_transition_work`` is queued) and
+    ``next_try_jiffies`` (its timer's expiry minus ``jiffies``). A value the
     kernel does not have, or that cannot be read, is None.
     """
     out: Dict[str, Optional[int]] = {"attempts": None, "signals_sent": None,
-                                     "retry_pending": None}
+                                     "retry_pending": None, "next_try_jiffies": None}
     try:
         attempts = prog["klp_signals_cnt"].value_()
         out["attempts"] = attempts
@@ -259,8 +260,15 @@ def transition_progress(prog: drgn.Program) -> Dict[str, Optional[int]]:
     except (LookupError, drgn.FaultError):
         pass
     try:
-        data = prog["klp_transition_work"].work.data.counter.value_()
-        out["retry_pending"] = bool(data & _WORK_STRUCT_PENDING)
+        work = prog["klp_transition_work"]
+        out["retry_pending"] = bool(work.work.data.counter.value_() & _WORK_STRUCT_PENDING)
+        if out["retry_pending"]:
+            # jiffies is a linker alias of jiffies_64 (low word on 64-bit): read it by symbol,
+            # its debug info may be absent.
+            now = prog.read_u64(prog.symbol("jiffies_64").address)
+            out["next_try_jiffies"] = (work.timer.expires.value_() - now) & (2**64 - 1)
+            if out["next_try_jiffies"] >= 2**63:
+                out["next_try_jiffies"] -= 2**64  # already due
     except (LookupError, AttributeError, drgn.FaultError):
         pass
     return out
@@ -453,7 +461,8 @@ def livepatch_state(prog: drgn.Program, traces: Optional[Iterable[TaskTrace]] = 
             patch=name, target_state=_STATE_NAMES.get(target) if target is not None else None,
             attempts=progress["attempts"], signals_sent=progress["signals_sent"],
             retry_pending=None if progress["retry_pending"] is None
-            else bool(progress["retry_pending"]))
+            else bool(progress["retry_pending"]),
+            next_try_jiffies=progress["next_try_jiffies"])
     state.shadow_count = shadow_variable_count(prog, state.errors)
     if traces is not None:
         state.transition.blocking = blocking_tasks(state, traces)

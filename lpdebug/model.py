@@ -140,6 +140,7 @@ class KlpTransition:
     attempts: Optional[int] = None  # klp_signals_cnt: failed tries so far, one about every second
     signals_sent: Optional[int] = None  # rounds of klp_send_signals(): one every 15 failed tries
     retry_pending: Optional[bool] = None  # klp_transition_work is queued for the next try
+    next_try_jiffies: Optional[int] = None  # its timer's expiry minus jiffies: when that try runs
 
 
 @dataclass

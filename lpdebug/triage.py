@@ -430,6 +430,7 @@ def _transition_json(t: KlpTransition) -> Dict[str, Any]:
         "attempts": t.attempts,
         "signals_sent": t.signals_sent,
         "retry_pending": t.retry_pending,
+        "next_try_jiffies": t.next_try_jiffies,
     }
 
 

@@ -89,6 +89,11 @@ def test_stuck_transition_is_one_finding_and_exit_1():
                     "transition")) as f:
         assert f.read().strip() == "1"
     assert doc["summary"]["transition"] == blocked[0]["transition"]["patch"]
+    # how long it has been going, as the kernel counts it: failed tries (about one a second),
+    # signal rounds every 15 of them, the queued klp_transition_work
+    t = blocked[0]["transition"]
+    assert t["attempts"] > 0 and t["signals_sent"] == (t["attempts"] - 1) // 15
+    assert t["retry_pending"] is True and isinstance(t["next_try_jiffies"], int)
 
 
 def test_toc_crash_summary_from_the_log_buffer():

@@ -123,7 +123,8 @@ def test_to_json_values():
         "patch": "lp_test", "target_state": "patched",
         "blocking": [{"pid": 42, "comm": "task42", "function": "victim_fn1", "patch_state": 0,
                       "frame": 1}],
-        "attempts": None, "signals_sent": None, "retry_pending": None}
+        "attempts": None, "signals_sent": None, "retry_pending": None,
+        "next_try_jiffies": None}
     ops = doc["ftrace"]["ops"][0]
     # filter IPs sorted, names kept beside their IP
     assert ops["filter"] == [0xC008000000050008, 0xC008000000050108]
