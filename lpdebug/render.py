@@ -12,7 +12,7 @@ shown as hex.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 from tabulate import tabulate
 
@@ -23,7 +23,6 @@ from .model import (
     Frame,
     FtraceOps,
     FtraceRecord,
-    FtraceState,
     KernelInfo,
     KernelLog,
     KlpTransition,
