@@ -98,3 +98,13 @@ def test_bad_selection_is_one_line(args, fragment):
     proc = bt(*args, name="stuck")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and fragment in proc.stderr, proc.stderr
+
+
+def test_drgn_takes_crashs_dash_c(tmp_path):
+    import lpdebug.commands.drgn_plugin  # noqa: F401 (registers %lpbt)
+    from drgn.commands import run_command
+
+    prog = sample.open_fixture(os.path.join(FIXTURES, NAME))
+    out = tmp_path / "bt.txt"
+    run_command(prog, f"lpbt -c 1 > {out}")
+    assert out.read_text() == bt("--cpu", "1").stdout
