@@ -240,3 +240,22 @@ def test_sample_sys_acct_rows_past_its_16_bytes_are_unnamed():
     assert [r.symbol for r in records if r.ip == acct.address + 4] == ["sys_acct"]
     assert sym.describe(past[0].ip) == f"sys_acct+{past[0].ip - acct.address:#x} (past end)"
     assert sum(1 for r in records if r.past_end_of and r.flags == ["DISABLED"]) == 98
+
+
+def test_summary_of_a_long_oops_stays_within_15_lines():
+    # A crashed result with every part of the summary filled: the text never grows past 15
+    # lines, and the crashed task's frames are its true backtrace's innermost ones.
+    r = result("toc-crash")
+    log = ["[    1.000000] BUG: Unable to handle kernel data access on read at 0xc00000deadb08000"]
+    log += [f"[    1.0000{i:02d}] line {i}" for i in range(80)]
+    log += ["[    2.000000] Kernel panic - not syncing: Fatal exception"]
+    from lpdebug.summary import summarize
+
+    s = summarize(r, log, coverage="coverage: vmlinux and 4 modules with debug info")
+    assert s.crash_lines == ["line 0", "line 1", "line 2"]
+    assert s.panic_message == "Kernel panic - not syncing: Fatal exception"
+    text = render.render_summary(s, r.kernel).splitlines()
+    assert len(text) <= render.SUMMARY_MAX_LINES
+    assert text[-1].startswith("coverage:")
+    trace = next(t for t in r.tasks if t.crashed)
+    assert len(s.crashed_task.top_frames) == min(5, len(trace.frames))
