@@ -38,7 +38,10 @@ def parse_tracefs(path):
 
 def as_lines(records, flag, flag_bits):
     return collections.Counter(
-        (r.symbol, r.module, r.refcount, ftrace.enabled_functions_flags(r, flag_bits).rstrip())
+        # tracefs names with kallsyms, which knows no symbol sizes: a record past its symbol's
+        # end (symbol None) is named after that symbol there
+        (r.symbol or r.past_end_of, r.module, r.refcount,
+         ftrace.enabled_functions_flags(r, flag_bits).rstrip())
         for r in records if flag in r.flags
     )
 
