@@ -59,3 +59,19 @@ def test_redirection_and_pipe_are_not_arguments(tmp_path):
                       "lp-records: gdb is not connected to a target: 'target remote :PORT' first"], \
         proc.stderr
     assert not out.exists()
+
+
+def test_output_goes_to_a_file_or_through_a_pipe(tmp_path):
+    # The delivery step every lp-* command ends with, in gdb itself (the live guest test runs
+    # whole commands this way and compares the bytes with the CLI's).
+    out = tmp_path / "out.txt"
+    proc = gdb_batch(
+        "python from drgn.commands import parse_shell_command as p",
+        "python import lpdebug.commands.gdb as g",
+        f"python c = p('--json > {out}'); g._deliver('lp-x', 'report\\n', c.redirections, c.pipeline)",
+        f"python c = p('| tr a-z A-Z >> {out}'); g._deliver('lp-x', 'piped\\n', c.redirections, c.pipeline)",
+        "python c = p('| tr a-z A-Z'); g._deliver('lp-x', 'to gdb\\n', c.redirections, c.pipeline)",
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert out.read_text() == "report\nPIPED\n"
+    assert "TO GDB\n" in proc.stdout
