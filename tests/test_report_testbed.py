@@ -111,4 +111,5 @@ def test_toc_crash_summary_from_the_log_buffer():
     assert any(re.search(rf"PID: {pid} .*Comm: lpd_crash", line)
                for line in doc["kernel_log"]["tail"]), doc["kernel_log"]["tail"]
     text = cli("toc-crash", "triage").stdout
-    assert text.splitlines()[3].startswith("CRASHED: " + s["crash_message"])
+    summary = text[text.index("Summary\n-------\n"):].splitlines()
+    assert summary[3].startswith("CRASHED: " + s["crash_message"]), summary
