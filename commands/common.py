@@ -7,7 +7,8 @@ calls the library and renders text. ``drgn_plugin`` registers them as drgn
 commands (``%lpbt``), ``cli`` as subcommands (``lpdebug bt``) and ``gdb`` as
 gdb commands (``lp-bt``), so the three show the same output from the same
 code. Nothing here analyses anything: it picks a task, calls a walker and
-hands the model to :mod:`lpdebug.render` or :mod:`lpdebug.triage`.
+hands the model to :mod:`lpdebug.render` or :mod:`lpdebug.schema`; the exit
+status of each command is :func:`lpdebug.report.exit_status`'s rule.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ def arg(*flags: str, **options: Any) -> Arg:
 @dataclass
 class Output:
     text: str
-    findings: int = 0  # a front end's exit status reflects these
+    # lpdebug.report's exit status: 0 clean, 1 findings, 3 incomplete (something could not be
+    # checked); every front end reports it (the CLI's exit code, the drgn command's return
+    # value, gdb's $lp_status)
+    status: int = 0
 
 
 Progress = Callable[[str, int, int], None]
@@ -164,18 +168,33 @@ def _trace(prog: Any, which: str) -> Any:
 # --- the commands -------------------------------------------------------------
 
 
+def _status(findings: int, diagnostics: int) -> int:
+    from lpdebug.report import exit_status_of
+
+    return exit_status_of(findings, diagnostics)
+
+
+def _with_diagnostics(text: str, diagnostics: List[Any]) -> str:
+    from lpdebug import render
+
+    return text + ("\n\n" + render.render_diagnostics(diagnostics).rstrip() if diagnostics else "")
+
+
 def _run_patches(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
     from lpdebug import livepatch, render
 
     state = livepatch.livepatch_state(prog)
-    return Output(render.render_livepatch(state, _describe(prog)))
+    return Output(render.render_livepatch(state, _describe(prog)),
+                  _status(0, len(state.diagnostics)))
 
 
 def _run_ops(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
     from lpdebug import ftrace, render
 
-    ops = list(ftrace.ftrace_ops(prog))
-    return Output(render.render_ftrace_ops(ops, full=args.full))
+    diagnostics: List[Any] = []
+    ops = list(ftrace.ftrace_ops(prog, diagnostics))
+    return Output(_with_diagnostics(render.render_ftrace_ops(ops, full=args.full), diagnostics),
+                  _status(0, len(diagnostics)))
 
 
 def _record_filter(args: argparse.Namespace) -> Callable[[Any], bool]:
@@ -202,23 +221,31 @@ def _run_records(prog: Any, args: argparse.Namespace, progress: Optional[Progres
     all_records = args.all or args.function is not None or args.module is not None
     if progress is not None:
         progress("ftrace records", 0, 0)
-    errors: List[str] = []
+    diagnostics: List[Any] = []
     timings: Dict[str, float] = {}
-    ops = ftrace.ftrace_ops(prog, errors)
-    records = ftrace.ftrace_records(prog, all_records, ops=ops, errors=errors, timings=timings)
+    ops = ftrace.ftrace_ops(prog, diagnostics)
+    records = ftrace.ftrace_records(prog, all_records, ops=ops, diagnostics=diagnostics,
+                                    timings=timings)
     keep = _record_filter(args)
     shown = [r for r in records if keep(r)]
     ops_names = {o.address: (o.func_symbol or f"{o.func:#x}") + (f" [{o.owner}]" if o.owner else "")
                  for o in ops}
     text = render.render_records(shown, total=int(timings.get("count", len(records))),
                                  ops_names=ops_names)
-    return Output(text + ("\n" + render.render_errors(errors).rstrip() if errors else ""))
+    return Output(_with_diagnostics(text, diagnostics), _status(0, len(diagnostics)))
+
+
+def _trace_status(trace: Any) -> int:
+    from lpdebug.diagnostics import task_diagnostics
+
+    return _status(0, len(list(task_diagnostics(trace))))
 
 
 def _run_bt(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
     from lpdebug import render
 
-    return Output(render.render_backtrace(_trace(prog, args.task), _describe(prog)))
+    trace = _trace(prog, args.task)
+    return Output(render.render_backtrace(trace, _describe(prog)), _trace_status(trace))
 
 
 def _toc_owner(prog: Any) -> Optional[Callable[[int], Optional[str]]]:
@@ -234,30 +261,32 @@ def _run_stacks(prog: Any, args: argparse.Namespace, progress: Optional[Progress
     from lpdebug import render
 
     trace = _trace(prog, args.task)
-    return Output(render.render_shadow_stacks(trace, _describe(prog), _toc_owner(prog)))
+    return Output(render.render_shadow_stacks(trace, _describe(prog), _toc_owner(prog)),
+                  _trace_status(trace))
 
 
 def _run_toc(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
-    from lpdebug import render, triage
+    from lpdebug import render, report
 
-    result = triage.toc_check(prog, progress=progress)
+    result = report.toc_check(prog, progress=progress)
     text = "\n".join(p for p in (
-        "Module TOCs\n-----------\n" + render.render_tocs(result.tocs),
+        render.render_summary(len(result.findings), len(result.diagnostics)) + "\n",
+        render.render_diagnostics(result.diagnostics),
+        "Module TOCs\n-----------\n" + render.render_tocs(result.tocs, diagnostics=False),
         "Findings\n--------\n" + render.render_findings(result.findings),
-        render.render_errors(result.errors).rstrip("\n"),
     ) if p)
-    return Output(text, len(result.findings))
+    return Output(text, report.exit_status(result))
 
 
 def _run_triage(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
-    from lpdebug import render, triage
+    from lpdebug import render, report, schema
 
-    result = triage.triage(prog, all_records=args.all_records, progress=progress)
+    result = report.triage(prog, all_records=args.all_records, progress=progress)
     if args.json:
-        text = triage.dumps(result).rstrip("\n")
+        text = schema.dumps(result).rstrip("\n")
     else:
         text = render.render_triage(result, _describe(prog), all_tasks=args.all_tasks).rstrip("\n")
-    return Output(text, len(result.findings))
+    return Output(text, report.exit_status(result))
 
 
 _TASK_ARG = arg("task", metavar="PID|0xTASK",
@@ -366,12 +395,13 @@ SPECS: List[Spec] = [
             "Run every walker and check over the kernel and report: kernel "
             "identity, livepatch state and transition (with the tasks holding it "
             "back), ftrace ops and records, the true backtraces worth reading, "
-            "module TOCs and all findings. With --json, print the lpdebug.triage/1 "
-            "document described in docs/triage-schema.md."
+            "module TOCs and all findings, and first what could not be checked. "
+            "With --json, print the lpdebug.triage/2 document described in "
+            "docs/triage-schema.md."
         ),
         args=[
             arg("--json", action="store_true",
-                help="print the lpdebug.triage/1 JSON document instead of tables"),
+                help="print the lpdebug.triage/2 JSON document instead of tables"),
             arg("--all-records", action="store_true",
                 help="include every dyn_ftrace record, not only the non-default ones"),
             arg("--all-tasks", action="store_true",

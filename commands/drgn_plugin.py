@@ -13,7 +13,9 @@ In drgn's REPL::
 
 The commands are those of :mod:`lpdebug.commands.common` with an ``lp``
 prefix; they are enabled for Linux kernel programs only. From a script,
-``drgn.commands.run_command(prog, "lpbt 1")`` runs one.
+``drgn.commands.run_command(prog, "lpbt 1")`` runs one and returns its exit
+status (:func:`lpdebug.report.exit_status`: 0 clean, 1 findings, 3 incomplete;
+in the REPL it is left in ``_``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from lpdebug.commands.common import (
     SPECS,
@@ -69,12 +71,12 @@ def _make_command(spec: Spec) -> None:
     arguments = [argument(*a.flags, **a.options) for a in spec.args] + [_help_argument()]
 
     def run(prog: Any, name: str, words: Sequence[str], *, parser: argparse.ArgumentParser,
-            **kwargs: Any) -> None:
+            **kwargs: Any) -> Optional[int]:
         if _wants_help(words):
             print(f"usage: {parser.format_usage().split(':', 1)[-1].strip()}")
             print()
             print(parser.format_help().split("\n", 1)[1].lstrip("\n").rstrip())
-            return
+            return None
         args = parser.parse_args(list(words))
         bar = ProgressBar(sys.stderr)
         try:
@@ -84,6 +86,7 @@ def _make_command(spec: Spec) -> None:
         finally:
             bar.close()
         print(output.text)
+        return output.status
 
     run.__name__ = "_cmd_" + command_name(spec)
     linux_kernel_custom_command(

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 from tabulate import tabulate
 
 from .model import (
-    DiagnosticKind,
+    Diagnostic,
     FgraphEntry,
     Finding,
     Frame,
@@ -29,6 +29,7 @@ from .model import (
     LivepatchStack,
     LivepatchState,
     TaskTrace,
+    TocMap,
     TriageResult,
 )
 
@@ -44,13 +45,15 @@ __all__ = (
     "render_shadow_stacks",
     "render_findings",
     "render_tocs",
-    "render_errors",
+    "render_diagnostics",
+    "render_summary",
     "render_triage",
 )
 
 Describe = Callable[[int], str]
 
 _TABLE_FORMAT = "simple"
+
 
 def hex_or_dash(value: Optional[int]) -> str:
     return "-" if value is None else f"{value:#x}"
@@ -86,11 +89,27 @@ def _section(title: str, body: str) -> str:
     return f"{title}\n{'-' * len(title)}\n{body}\n"
 
 
-def render_errors(errors: Iterable[str], title: str = "Could not read") -> str:
-    errors = list(errors)
-    if not errors:
+def diagnostic_line(d: Diagnostic) -> str:
+    """One diagnostic as one line: ``[stage] kind at 0xaddress: message``."""
+    where = f" at {d.address:#x}" if d.address is not None else ""
+    return f"[{d.stage}] {d.kind.value}{where}: {d.message}"
+
+
+def render_diagnostics(diagnostics: Iterable[Diagnostic], title: str = "Could not check") -> str:
+    """What could not be checked, one line each; empty when nothing."""
+    lines = [diagnostic_line(d) for d in diagnostics]
+    if not lines:
         return ""
-    return _section(title, "\n".join(f"  {e}" for e in errors))
+    return _section(f"{title} ({len(lines)})", "\n".join(f"  {line}" for line in lines))
+
+
+def render_summary(findings: int, diagnostics: int) -> str:
+    """The verdict line: complete or not, and how many findings."""
+    found = f"{findings} finding{'' if findings == 1 else 's'}"
+    if diagnostics:
+        return (f"Result: INCOMPLETE ({diagnostics} thing{'' if diagnostics == 1 else 's'} "
+                f"could not be checked, listed below), {found}")
+    return f"Result: complete, {found}"
 
 
 # --- kernel -------------------------------------------------------------------
@@ -130,8 +149,12 @@ def render_transition(t: KlpTransition) -> str:
     return "\n".join(lines)
 
 
-def render_livepatch(state: LivepatchState, describe: Optional[Describe] = None) -> str:
+def render_livepatch(state: LivepatchState, describe: Optional[Describe] = None, *,
+                     diagnostics: bool = True) -> str:
+    """The livepatch state; with ``diagnostics``, what of it could not be read."""
     parts = []
+    if state.unavailable:
+        parts.append(state.unavailable + "\n")
     patch_rows = [
         (p.name, p.module or "-", _yes(p.enabled), _yes(p.transition), _yes(p.replace),
          _yes(p.forced), len(p.objects), hex_or_dash(p.address))
@@ -193,7 +216,8 @@ def render_livepatch(state: LivepatchState, describe: Optional[Describe] = None)
     parts.append(_section("Transition", render_transition(state.transition)))
     if state.shadow_count is not None:
         parts.append(f"shadow variables: {state.shadow_count}\n")
-    parts.append(render_errors(state.errors))
+    if diagnostics:
+        parts.append(render_diagnostics(state.diagnostics))
     return "\n".join(p for p in parts if p).rstrip("\n")
 
 
@@ -280,7 +304,7 @@ def render_backtrace(t: TaskTrace, describe: Optional[Describe] = None) -> str:
         ))
     lines = [task_header(t),
              _table(rows, ("#", "pc", "function [module]", "sp", "via", "unwinder saw"))]
-    lines.extend(f"  error: {e}" for e in t.errors)
+    lines.extend(f"  could not check: {diagnostic_line(d)}" for d in t.diagnostics)
     return "\n".join(lines)
 
 
@@ -305,7 +329,9 @@ def _render_livepatch_stack(stack: LivepatchStack, describe: Optional[Describe],
     head = (f"base {stack.base:#x}, livepatch_sp {stack.sp:#x}, "
             f"{len(stack.entries)} entr{'y' if len(stack.entries) == 1 else 'ies'}")
     lines = [head, _table(rows, ("#", "saved r2 (TOC)", "saved LR", "real LR", "magic"))]
-    lines.extend(f"  error: {e}" for e in stack.errors)
+    if stack.bounds_error is not None:
+        lines.append(f"  could not check: {diagnostic_line(stack.bounds_error)}")
+    lines.extend(f"  could not check: {diagnostic_line(d)}" for d in stack.diagnostics)
     return "\n".join(lines)
 
 
@@ -352,7 +378,7 @@ def _toc_text(toc: Optional[int], module: Optional[str]) -> str:
     return f"{toc:#x} [{module}]" if module else f"{toc:#x}"
 
 
-def render_tocs(tocs: Any) -> str:
+def render_tocs(tocs: Optional[TocMap], *, diagnostics: bool = True) -> str:
     """The :class:`lpdebug.toc.TocMap`: each image's TOC, where it came from and the prologue check."""
     if tocs is None:
         return "(module TOCs unavailable)"
@@ -378,9 +404,9 @@ def render_tocs(tocs: Any) -> str:
     ]
     if mismatches:
         text += "\nprologues that disagree:\n" + "\n".join(mismatches)
-    errors = getattr(tocs, "errors", [])
-    if errors:
-        text += "\n" + "\n".join(f"  error: {err}" for err in errors)
+    if diagnostics and tocs.diagnostics:
+        text += "\n" + "\n".join(f"  could not check: {diagnostic_line(d)}"
+                                  for d in tocs.diagnostics)
     return text
 
 
@@ -414,7 +440,7 @@ def _interesting(t: TaskTrace, flagged: set, blocking: set) -> bool:
         or t.on_cpu is not None
         or any(f.source == "livepatch" for f in t.frames)
         or bool(t.livepatch_stack and t.livepatch_stack.entries)
-        or bool(t.errors)
+        or bool(t.diagnostics)
     )
 
 
@@ -424,10 +450,15 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
     The whole report: kernel, livepatch, ftrace, the backtraces worth reading
     (tasks with findings, blocking the transition, on a CPU, or with frames
     recovered from a shadow stack; every task with ``all_tasks``), findings
-    and what could not be read.
+    and, first, what could not be checked.
     """
-    out = [_section("Kernel", render_kernel(result.kernel))]
-    out.append(render_livepatch(result.livepatch, describe))
+    from .diagnostics import all_diagnostics
+
+    diagnostics = list(all_diagnostics(result))
+    out = [render_summary(len(result.findings), len(diagnostics)) + "\n"]
+    out.append(render_diagnostics(diagnostics))
+    out.append(_section("Kernel", render_kernel(result.kernel)))
+    out.append(render_livepatch(result.livepatch, describe, diagnostics=False))
     ops_names = {o.address: _name(o.func_symbol, o.owner) for o in result.ftrace.ops}
     out.append("")
     out.append(_section("ftrace_ops", render_ftrace_ops(result.ftrace.ops)))
@@ -438,10 +469,11 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
         + f"\n{len(notable)} shown of {len(result.ftrace.records)} in the report"
         f" ({result.ftrace.total_records} in the kernel); the records command lists them all",
     ))
-    out.append(render_errors(result.ftrace.errors))
+    if result.ftrace.unavailable:
+        out.append(result.ftrace.unavailable + "\n")
     tocs = result.tocs
     if tocs is not None:
-        out.append(_section("Module TOCs", render_tocs(tocs)))
+        out.append(_section("Module TOCs", render_tocs(tocs, diagnostics=False)))
 
     flagged = {f.pid for f in result.findings if f.pid is not None}
     blocking = {b.pid for b in result.livepatch.transition.blocking}
@@ -452,9 +484,4 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
     body = "\n\n".join(render_backtrace(t, describe) for t in shown) or "(none)"
     out.append(_section(title, body))
     out.append(_section(f"Findings ({len(result.findings)})", render_findings(result.findings)))
-    out.append(render_errors(result.errors))
-    out.append(render_errors(
-        (f"{d.stage}: {d.message}" for d in result.diagnostics if d.kind == DiagnosticKind.FILTERED),
-        "Excluded by the dump's filter",
-    ))
     return "\n".join(p for p in out if p).rstrip("\n") + "\n"
