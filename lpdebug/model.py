@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 #
 # The JSON encoder (lpdebug.schema) serializes every field of every dataclass
 # here, in the field's own terms; what it cannot know from the type is declared
-# on the field itself, with :func:`json_field`:
+# on the field itself, as ``field(metadata=json_meta(...))``:
 #
 # - ``sort``: a list whose order means nothing is sorted by these attributes of
 #   its items (``()`` sorts plain values). None sorts before any value. Lists
@@ -36,10 +36,10 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 # - ``choices``: the values a string may take.
 
 
-def json_field(*, sort: Optional[Sequence[str]] = None, sorted_with: Optional[str] = None,
-               name: Optional[str] = None, values: bool = False,
-               choices: Optional[Sequence[str]] = None, **kwargs: Any) -> Any:
-    """A dataclass ``field`` carrying its JSON encoding (see above)."""
+def json_meta(*, sort: Optional[Sequence[str]] = None, sorted_with: Optional[str] = None,
+              name: Optional[str] = None, values: bool = False,
+              choices: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """A field's JSON encoding (see above), as ``field(metadata=json_meta(...))``."""
     meta: Dict[str, Any] = {}
     if sort is not None:
         meta["sort"] = tuple(sort)
@@ -51,7 +51,7 @@ def json_field(*, sort: Optional[Sequence[str]] = None, sorted_with: Optional[st
         meta["values"] = True
     if choices is not None:
         meta["choices"] = tuple(choices)
-    return field(metadata=meta, **kwargs)
+    return meta
 
 
 def sort_key(attrs: Sequence[str]) -> Callable[[Any], Tuple[Any, ...]]:
@@ -102,12 +102,14 @@ class KernelInfo:
     release: str  # UTS release
     arch: str  # "ppc64le", "ppc64" (big endian) or drgn's name for anything else
     page_size: int  # bytes
-    mmu: Optional[str] = json_field(choices=("radix", "hash"))  # "radix", "hash"; None: unknown / not ppc64
+    # "radix", "hash"; None: unknown / not ppc64
+    mmu: Optional[str] = field(metadata=json_meta(choices=("radix", "hash")))
     elf_abi: Optional[int] = None  # 1 or 2 on ppc64, None elsewhere
     build_id: Optional[str] = None  # the kernel's GNU build ID, hex
     livepatch: bool = False  # the kernel was built with CONFIG_LIVEPATCH
     # task->ret_stack: "array" (kernels up to 6.10), "offset" (6.11 and later); None without it
-    fgraph_layout: Optional[str] = json_field(default=None, choices=("array", "offset"))
+    fgraph_layout: Optional[str] = field(default=None,
+                                         metadata=json_meta(choices=("array", "offset")))
     diagnostics: List[Diagnostic] = field(default_factory=list)  # what could not be told
 
 
@@ -182,9 +184,11 @@ class BlockingTask:
 @dataclass
 class KlpTransition:
     patch: Optional[str]  # name of klp_transition_patch, None when idle
-    target_state: Optional[str] = json_field(choices=("patched", "unpatched"))  # None when idle
+    # None when idle
+    target_state: Optional[str] = field(metadata=json_meta(choices=("patched", "unpatched")))
     # the tasks not yet in the target state
-    blocking: List[BlockingTask] = json_field(default_factory=list, sort=("pid", "comm"))
+    blocking: List[BlockingTask] = field(default_factory=list,
+                                         metadata=json_meta(sort=("pid", "comm")))
 
 
 @dataclass
@@ -192,8 +196,10 @@ class LivepatchState:
     # klp_patches in the kernel's order (the stacking order)
     patches: List[KlpPatch] = field(default_factory=list)
     # one klp_ops per patched function
-    ops: List[KlpOps] = json_field(default_factory=list, sort=("old_addr", "address"))
-    transition: KlpTransition = field(default_factory=lambda: KlpTransition(None, None))  # in progress
+    ops: List[KlpOps] = field(default_factory=list,
+                              metadata=json_meta(sort=("old_addr", "address")))
+    # the transition in progress
+    transition: KlpTransition = field(default_factory=lambda: KlpTransition(None, None))
     shadow_count: Optional[int] = None  # entries in klp_shadow_hash; None when the kernel has none
     # why the kernel has no livepatch state at all (CONFIG_LIVEPATCH off); None when it has one
     unavailable: Optional[str] = None
@@ -212,12 +218,15 @@ class FtraceOps:
     flags: List[str]  # decoded FTRACE_OPS_FL_* names, without the prefix
     flags_raw: int  # ops->flags
     # IPs of the filter hash; empty means every function
-    filter: List[int] = json_field(default_factory=list, sort=())
-    notrace: List[int] = json_field(default_factory=list, sort=())  # IPs of the notrace hash
+    filter: List[int] = field(default_factory=list, metadata=json_meta(sort=()))
+    # IPs of the notrace hash
+    notrace: List[int] = field(default_factory=list, metadata=json_meta(sort=()))
     # names of the filter IPs, beside their IP
-    filter_symbols: List[Optional[str]] = json_field(default_factory=list, sorted_with="filter")
+    filter_symbols: List[Optional[str]] = field(default_factory=list,
+                                                metadata=json_meta(sorted_with="filter"))
     # names of the notrace IPs, beside their IP
-    notrace_symbols: List[Optional[str]] = json_field(default_factory=list, sorted_with="notrace")
+    notrace_symbols: List[Optional[str]] = field(default_factory=list,
+                                                 metadata=json_meta(sorted_with="notrace"))
     trampoline: int = 0  # ops->trampoline, 0 when none
     trampoline_size: int = 0  # bytes
 
@@ -230,7 +239,8 @@ class FtraceRecord:
     flags: List[str]  # decoded FTRACE_FL_* names, without the prefix
     flags_raw: int  # dyn_ftrace.flags
     refcount: int  # ftrace_ops attached (the low bits of flags)
-    ops: List[int] = json_field(default_factory=list, sort=())  # ftrace_ops attached to it
+    # ftrace_ops attached to it
+    ops: List[int] = field(default_factory=list, metadata=json_meta(sort=()))
 
 
 @dataclass
@@ -238,7 +248,7 @@ class FtraceState:
     # ftrace_ops_list in the kernel's order (the order it calls them in)
     ops: List[FtraceOps] = field(default_factory=list)
     # dyn_ftrace records: the enabled or otherwise non-default ones, every one with all_records
-    records: List[FtraceRecord] = json_field(default_factory=list, sort=("ip",))
+    records: List[FtraceRecord] = field(default_factory=list, metadata=json_meta(sort=("ip",)))
     total_records: int = 0  # records in the kernel, shown or not
     unavailable: Optional[str] = None  # why the kernel has no ftrace at all; None when it has
     diagnostics: List[Diagnostic] = field(default_factory=list)  # what could not be read
@@ -291,7 +301,7 @@ class Frame:
     offset: Optional[int]  # pc's offset in it
     module: Optional[str]  # None for vmlinux
     # where pc came from: "unwound", "fgraph", "livepatch"; "returned" in TaskTrace.returned_frame
-    source: str = json_field(choices=("unwound", "fgraph", "livepatch", "returned"))
+    source: str = field(metadata=json_meta(choices=("unwound", "fgraph", "livepatch", "returned")))
     raw_pc: int  # what the unwinder saw (return_to_handler, livepatch_handler+N, ...)
     toc_restore: bool = False  # the instruction at pc is the TOC restore
     toc_slot: Optional[int] = None  # value of the frame's TOC save slot, where read
@@ -375,8 +385,8 @@ class ModuleToc:
     prologue_address: Optional[int] = None  # its global entry point
     prologues_checked: int = 0  # functions whose prologue was decoded
     # each prologue that computes another TOC than toc
-    prologue_mismatches: List[PrologueMismatch] = json_field(default_factory=list,
-                                                             sort=("address",))
+    prologue_mismatches: List[PrologueMismatch] = field(default_factory=list,
+                                                        metadata=json_meta(sort=("address",)))
     prologue_note: Optional[str] = None  # why no prologue was checked
 
 
@@ -385,8 +395,8 @@ class TocMap:
     """Every image's TOC, both ways. Plain data: no target access."""
 
     # one per image (vmlinux and every module), keyed and sorted by module name
-    tocs: Dict[str, ModuleToc] = json_field(default_factory=dict, name="images", values=True,
-                                            sort=("module",))
+    tocs: Dict[str, ModuleToc] = field(
+        default_factory=dict, metadata=json_meta(name="images", values=True, sort=("module",)))
     diagnostics: List[Diagnostic] = field(default_factory=list)  # what could not be read
 
     def toc_of(self, module: Optional[str]) -> Optional[int]:
@@ -428,8 +438,9 @@ FINDING_KINDS = (
 
 @dataclass
 class Finding:
-    kind: str = json_field(choices=FINDING_KINDS)  # what the checks flagged (docs/architecture.md)
-    severity: str = json_field(choices=("error", "warning", "info"))  # how bad it is
+    # what the checks flagged (docs/architecture.md)
+    kind: str = field(metadata=json_meta(choices=FINDING_KINDS))
+    severity: str = field(metadata=json_meta(choices=("error", "warning", "info")))  # how bad it is
     pid: Optional[int]  # the task, when the finding belongs to one
     # index into that task's frames; -1 is its returned_frame
     frame: Optional[int]
@@ -456,9 +467,10 @@ class TriageResult:
     livepatch: LivepatchState  # patches, klp_ops, the transition
     ftrace: FtraceState  # ftrace_ops and dyn_ftrace records
     # every task
-    tasks: List[TaskTrace] = json_field(default_factory=list, sort=("pid", "address"))
+    tasks: List[TaskTrace] = field(default_factory=list,
+                                   metadata=json_meta(sort=("pid", "address")))
     # everything the checks flagged
-    findings: List[Finding] = json_field(default_factory=list, sort=FINDINGS_ORDER)
+    findings: List[Finding] = field(default_factory=list, metadata=json_meta(sort=FINDINGS_ORDER))
     # everything the report could not check, wherever it arose (the parts' own lists
     # repeat theirs); any makes the result incomplete
     diagnostics: List[Diagnostic] = field(default_factory=list)

@@ -5,7 +5,7 @@ field tables of ``docs/triage-schema.md``.
 Every field of every dataclass in :mod:`lpdebug.model` is serialized under its
 own name; what the type does not say (sort orders, a JSON key that differs, a
 dict written as a list, the values a string may take) is declared on the field
-with :func:`lpdebug.model.json_field`. Its meaning is the field's comment in
+as ``field(metadata=json_meta(...))`` (:func:`lpdebug.model.json_meta`). Its meaning is the field's comment in
 ``model.py``. So the encoder, ``docs/triage.schema.json`` and the field tables
 cannot drift from the model: ``python3 -m lpdebug.schema --write`` regenerates
 both documents, ``--check`` says whether the committed ones are current.
