@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 Typed diagnostics: what a walker or a triage stage could not check, as a
 :class:`~lpdebug.model.Diagnostic` (stage, kind, address, message).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 One call that runs every walker and check over a kernel, and what its result
 says about the report's completeness.

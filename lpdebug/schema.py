@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The triage JSON, derived from the model: the encoder, the JSON Schema and the
 field tables of ``docs/triage-schema.md``.

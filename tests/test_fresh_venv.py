@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """
 The README's set-up and commands, as a newcomer meets them: the checkout's
 tracked files (what a fresh clone holds) installed into a fresh virtualenv
