@@ -3,9 +3,9 @@
 The ``lpdebug`` command: the same commands as drgn's ``%lp*`` and gdb's
 ``lp-*``, for a shell and for scripts. See ``lpdebug --help``.
 
-Exit status: 0 when there are no findings, 1 when there are findings, 2 on
-errors (bad target, wrong vmlinux, bad arguments), with a one-line reason on
-stderr.
+Exit status (:mod:`lpdebug.report`): 0 clean, 1 findings, 2 error (bad target,
+wrong vmlinux, bad arguments; a one-line reason on stderr), 3 incomplete (something
+could not be checked; wins over 1, and the report says both).
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ from lpdebug.commands.common import (
     spec_by_name,
 )
 
+from lpdebug.report import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS, EXIT_INCOMPLETE  # noqa: F401
+
 PROG = "lpdebug"
 # The target options every subcommand takes; a command's own option with one of these
 # short flags keeps only its long form here (bt -c CPU is bt --cpu CPU).
 TARGET_FLAGS = ("-c", "-k", "-s")
-
-EXIT_CLEAN = 0
-EXIT_FINDINGS = 1
-EXIT_ERROR = 2
 
 _DESCRIPTION = """\
 Inspect the livepatch, ftrace and function-graph state of a ppc64 Linux
@@ -66,7 +64,7 @@ examples:
   lpdebug triage -c vmcore -s vmlinux -s modules/
       full report as text: livepatch, ftrace, backtraces, findings
   lpdebug triage -c vmcore -s vmlinux --json > report.json
-      the same as a JSON document (schema lpdebug.triage/1); every
+      the same as a JSON document (schema lpdebug.triage/2); every
       command takes --json
   lpdebug bt -c vmcore -s vmlinux 1234
       true backtrace of PID 1234
@@ -78,10 +76,13 @@ examples:
       livepatch state of a running QEMU guest
 
 exit status:
-  0  no findings
-  1  findings (triage, toc), a stalled livepatch transition among them
+  0  complete, no findings
+  1  complete, with findings (triage, toc), a stalled livepatch transition
+     among them
   2  error: bad arguments, a target that cannot be opened, a vmlinux that
      is not the target's kernel; the reason is one line on stderr
+  3  incomplete: something could not be checked (a stage that failed, memory
+     that could not be read); wins over 1, and the report lists both
 
 See 'lpdebug COMMAND --help' for each command, docs/triage-schema.md for
 the JSON schemas and docs/findings.md for what each finding means.
@@ -209,7 +210,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     bar.close()
     sys.stdout.write(output.text + "\n")
     sys.stdout.flush()
-    return output.exit_status
+    return output.status
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -7,7 +7,8 @@ calls the library and renders text. ``drgn_plugin`` registers them as drgn
 commands (``%lpbt``), ``cli`` as subcommands (``lpdebug bt``) and ``gdb`` as
 gdb commands (``lp-bt``), so the three show the same output from the same
 code. Nothing here analyses anything: it picks a task, calls a walker and
-hands the model to :mod:`lpdebug.render` or :mod:`lpdebug.triage`.
+hands the model to :mod:`lpdebug.render` or :mod:`lpdebug.schema`; the exit
+status of each command is :func:`lpdebug.report.exit_status`'s rule.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ __all__ = (
     "Arg",
     "Spec",
     "Output",
-    "EXIT_CLEAN",
-    "EXIT_FINDINGS",
     "SPECS",
     "spec_by_name",
     "add_arguments",
@@ -80,11 +79,7 @@ def arg(*flags: str, **options: Any) -> Arg:
     return Arg(flags, options)
 
 
-EXIT_CLEAN = 0
-EXIT_FINDINGS = 1
-
-
-@dataclass
+@dataclass(eq=False)
 class Output:
     """
     What a command gives back, in every front end: the text it printed, the
@@ -93,19 +88,34 @@ class Output:
     """
 
     text: str
+    # lpdebug.report's exit status: 0 clean, 1 findings, 3 incomplete (something could not be
+    # checked); every front end reports it (the CLI's exit code, the drgn command's return
+    # value, gdb's $lp_status)
+    status: int = 0
     findings: List[Any] = field(default_factory=list)  # lpdebug.model.Finding
     result: Optional[Any] = None  # the TriageResult behind triage and toc, when there is one
 
     @property
     def exit_status(self) -> int:
-        """0 clean, 1 findings (the CLI's exit status)."""
-        # Hook for the typed-diagnostics contract: with it, exit_status(self.result)
-        # (3 when the result is incomplete) decides.
-        return EXIT_FINDINGS if self.findings else EXIT_CLEAN
+        """What the ``lpdebug`` command exits with: :attr:`status`."""
+        return self.status
+
+    # Compares equal to its exit status, and converts to it: run_command(prog, "lptoc") == 1.
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, int):
+            return self.status == other
+        return self is other
+
+    __hash__ = object.__hash__
+
+    def __int__(self) -> int:
+        return self.status
+
+    __index__ = __int__
 
     def __repr__(self) -> str:
         return (f"<lpdebug command output: {len(self.findings)} finding(s), "
-                f"exit status {self.exit_status}, {len(self.text.splitlines())} lines>")
+                f"exit status {self.status}, {len(self.text.splitlines())} lines>")
 
 
 Progress = Callable[[str, int, int], None]
@@ -287,30 +297,46 @@ def bt_tasks(prog: Any, args: argparse.Namespace) -> List[Any]:
 
 
 def _json_document(command: str, **parts: Any) -> str:
-    from lpdebug import triage
+    from lpdebug import schema
 
-    return triage.command_dumps(command, **parts)
+    return schema.command_dumps(command, **parts)
 
 
 # --- the commands -------------------------------------------------------------
+
+
+def _status(findings: int, diagnostics: int) -> int:
+    from lpdebug.report import exit_status_of
+
+    return exit_status_of(findings, diagnostics)
+
+
+def _with_diagnostics(text: str, diagnostics: List[Any]) -> str:
+    from lpdebug import render
+
+    return text + ("\n\n" + render.render_diagnostics(diagnostics).rstrip() if diagnostics else "")
 
 
 def _run_patches(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
     from lpdebug import livepatch, render
 
     state = livepatch.livepatch_state(prog)
+    status = _status(0, len(state.diagnostics))
     if args.json:
-        return Output(_json_document("patches", livepatch=state))
-    return Output(render.render_livepatch(state, _describe(prog)))
+        return Output(_json_document("patches", livepatch=state), status)
+    return Output(render.render_livepatch(state, _describe(prog)), status)
 
 
 def _run_ops(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
     from lpdebug import ftrace, render
 
-    ops = list(ftrace.ftrace_ops(prog))
+    diagnostics: List[Any] = []
+    ops = list(ftrace.ftrace_ops(prog, diagnostics))
     if args.json:
-        return Output(_json_document("ops", ops=ops))
-    return Output(render.render_ftrace_ops(ops, full=args.full))
+        return Output(_json_document("ops", ops=ops, diagnostics=diagnostics),
+                      _status(0, len(diagnostics)))
+    return Output(_with_diagnostics(render.render_ftrace_ops(ops, full=args.full), diagnostics),
+                  _status(0, len(diagnostics)))
 
 
 def _record_filter(args: argparse.Namespace) -> Callable[[Any], bool]:
@@ -337,20 +363,28 @@ def _run_records(prog: Any, args: argparse.Namespace, progress: Optional[Progres
     all_records = args.all or args.function is not None or args.module is not None
     if progress is not None:
         progress("ftrace records", 0, 0)
-    errors: List[str] = []
+    diagnostics: List[Any] = []
     timings: Dict[str, float] = {}
-    ops = ftrace.ftrace_ops(prog, errors)
-    records = ftrace.ftrace_records(prog, all_records, ops=ops, errors=errors, timings=timings)
+    ops = ftrace.ftrace_ops(prog, diagnostics)
+    records = ftrace.ftrace_records(prog, all_records, ops=ops, diagnostics=diagnostics,
+                                    timings=timings)
     keep = _record_filter(args)
     shown = [r for r in records if keep(r)]
     total = int(timings.get("count", len(records)))
     if args.json:
         return Output(_json_document("records", records=sorted(shown, key=lambda r: r.ip),
-                                     total_records=total, errors=errors))
+                                     total_records=total, diagnostics=diagnostics),
+                      _status(0, len(diagnostics)))
     ops_names = {o.address: (o.func_symbol or f"{o.func:#x}") + (f" [{o.owner}]" if o.owner else "")
                  for o in ops}
     text = render.render_records(shown, total=total, ops_names=ops_names)
-    return Output(text + ("\n" + render.render_errors(errors).rstrip() if errors else ""))
+    return Output(_with_diagnostics(text, diagnostics), _status(0, len(diagnostics)))
+
+
+def _traces_status(traces: List[Any]) -> int:
+    from lpdebug.diagnostics import task_diagnostics
+
+    return _status(0, sum(len(list(task_diagnostics(t))) for t in traces))
 
 
 def _run_bt(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
@@ -359,9 +393,10 @@ def _run_bt(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -
 
     traces = [true_backtrace(task) for task in bt_tasks(prog, args)]
     if args.json:
-        return Output(_json_document("bt", tasks=traces))
+        return Output(_json_document("bt", tasks=traces), _traces_status(traces))
     describe = _describe(prog)
-    return Output("\n\n".join(render.render_backtrace(t, describe) for t in traces))
+    return Output("\n\n".join(render.render_backtrace(t, describe) for t in traces),
+                  _traces_status(traces))
 
 
 def _toc_owner(prog: Any) -> Optional[Callable[[int], Optional[str]]]:
@@ -380,35 +415,38 @@ def _run_stacks(prog: Any, args: argparse.Namespace, progress: Optional[Progress
 
     traces = [true_backtrace(task) for task in find_tasks(prog, args.task)]
     if args.json:
-        return Output(_json_document("stacks", tasks=traces))
+        return Output(_json_document("stacks", tasks=traces), _traces_status(traces))
     describe, owner = _describe(prog), _toc_owner(prog)
-    return Output("\n\n".join(render.render_shadow_stacks(t, describe, owner) for t in traces))
+    return Output("\n\n".join(render.render_shadow_stacks(t, describe, owner) for t in traces),
+                  _traces_status(traces))
 
 
 def _run_toc(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
-    from lpdebug import render, triage
+    from lpdebug import render, report
 
-    result = triage.toc_check(prog, progress=progress)
+    result = report.toc_check(prog, progress=progress)
     if args.json:
         return Output(_json_document("toc", tocs=result.tocs, findings=result.findings,
-                                     errors=result.errors), result.findings, result)
+                                     diagnostics=result.diagnostics),
+                      report.exit_status(result), result.findings, result)
     text = "\n".join(p for p in (
-        "Module TOCs\n-----------\n" + render.render_tocs(result.tocs),
+        render.result_line(len(result.findings), len(result.diagnostics)) + "\n",
+        render.render_diagnostics(result.diagnostics),
+        "Module TOCs\n-----------\n" + render.render_tocs(result.tocs, diagnostics=False),
         "Findings\n--------\n" + render.render_findings(result.findings),
-        render.render_errors(result.errors).rstrip("\n"),
     ) if p)
-    return Output(text, result.findings, result)
+    return Output(text, report.exit_status(result), result.findings, result)
 
 
 def _run_triage(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
-    from lpdebug import render, triage
+    from lpdebug import render, report, schema
 
-    result = triage.triage(prog, all_records=args.all_records, progress=progress)
+    result = report.triage(prog, all_records=args.all_records, progress=progress)
     if args.json:
-        text = triage.dumps(result).rstrip("\n")
+        text = schema.dumps(result).rstrip("\n")
     else:
         text = render.render_triage(result, _describe(prog), all_tasks=args.all_tasks).rstrip("\n")
-    return Output(text, result.findings, result)
+    return Output(text, report.exit_status(result), result.findings, result)
 
 
 _TASK_ARG = arg("task", metavar="PID|TASK",
@@ -536,12 +574,13 @@ SPECS: List[Spec] = [
             "Run every walker and check over the kernel and report: kernel "
             "identity, livepatch state and transition (with the tasks holding it "
             "back), ftrace ops and records, the true backtraces worth reading, "
-            "module TOCs and all findings. With --json, print the lpdebug.triage/1 "
-            "document described in docs/triage-schema.md."
+            "module TOCs and all findings, and first what could not be checked. "
+            "With --json, print the lpdebug.triage/2 document described in "
+            "docs/triage-schema.md."
         ),
         args=[
             arg("--json", action="store_true",
-                help="print the lpdebug.triage/1 JSON document instead of tables"),
+                help="print the lpdebug.triage/2 JSON document instead of tables"),
             arg("--all-records", action="store_true",
                 help="include every dyn_ftrace record, not only the non-default ones"),
             arg("--all-tasks", action="store_true",

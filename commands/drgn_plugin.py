@@ -15,7 +15,9 @@ The commands are those of :mod:`lpdebug.commands.common` with an ``lp``
 prefix; they are enabled for Linux kernel programs only. From a script,
 ``drgn.commands.run_command(prog, "lptoc")`` runs one and returns its
 :class:`~lpdebug.commands.common.Output`: ``.findings``, ``.exit_status``
-(what the ``lpdebug`` CLI would exit with) and ``.text``.
+(:func:`lpdebug.report.exit_status`: 0 clean, 1 findings, 3 incomplete; it
+also compares equal to that number) and ``.text``; in the REPL it is left in
+``_``.
 """
 
 from __future__ import annotations

@@ -16,8 +16,13 @@ drgn Program whose memory reads go through gdb, so the analysis is the same
 code as in drgn and the ``lpdebug`` CLI. The Program is built from gdb's
 objfiles (vmlinux, and any module added with ``add-symbol-file``) and the
 guest's VMCOREINFO, found the way the QEMU target finds it
-(:mod:`lpdebug.target`). ``lp-symbols PATH...`` adds module debug info
-(``.ko`` files or directories) without going through gdb.
+(:mod:`lpdebug.target`). It follows gdb's objfiles: when a module is added
+with ``add-symbol-file`` after it was built, or gdb drops its objfiles
+(``file``, ``symbol-file``), the next command builds it anew, so no fact read
+with the old debug info outlives it.
+``lp-symbols PATH...`` adds module debug info (``.ko`` files or directories)
+without going through gdb. After each command, ``$lp_status`` holds its exit
+status (:func:`lpdebug.report.exit_status`: 0 clean, 1 findings, 3 incomplete).
 
 gdb embeds the system's Python, which may not be the one lpdebug was
 installed into. Before the import, make the installation visible, e.g.::
@@ -37,7 +42,7 @@ import argparse
 import os
 import sys
 import textwrap
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import gdb  # type: ignore[import-not-found]
 
@@ -113,13 +118,33 @@ class _GdbMemory:
         return bytes(out)
 
 
+def _is_module_file(name: str) -> bool:
+    return name.endswith((".ko", ".ko.debug"))
+
+
 class _Session:
-    """The drgn Program on gdb's target, built on first use."""
+    """
+    The drgn Program on gdb's target, built on first use and built anew when
+    gdb's objfiles change (see :meth:`on_new_objfile`, :meth:`on_clear_objfiles`).
+    """
 
     def __init__(self) -> None:
         self.memory = _GdbMemory()
         self.prog: Any = None
         self.extra_debug_info: List[str] = []
+        # why the next command builds the program anew (None: it is current)
+        self.stale: Optional[str] = None
+
+    def on_new_objfile(self, event: Any) -> None:
+        """gdb.events.new_objfile: a module added with add-symbol-file; rebuild with it."""
+        name = getattr(event.new_objfile, "filename", None)
+        if self.prog is not None and name and _is_module_file(name):
+            self.stale = f"gdb added {name}"
+
+    def on_clear_objfiles(self, event: Any) -> None:
+        """gdb.events.clear_objfiles: gdb dropped its symbols; rebuild."""
+        if self.prog is not None:
+            self.stale = "gdb dropped its objfiles"
 
     def vmlinux(self) -> str:
         path = gdb.current_progspace().filename
@@ -133,19 +158,23 @@ class _Session:
         for objfile in gdb.objfiles():
             name = objfile.filename
             if name and os.path.realpath(name) != os.path.realpath(vmlinux) \
-                    and name.endswith((".ko", ".ko.debug")):
+                    and _is_module_file(name):
                 files.append(name)
         return files + self.extra_debug_info
 
     def program(self) -> Any:
         self.memory.clear()
-        if self.prog is None:
+        if self.prog is None or self.stale is not None:
+            # A new Program rather than more debug info loaded into the old one:
+            # every fact cached on the old one was read with the old debug info.
+            self.prog = None
             self.prog = self._build()
-        else:
-            from lpdebug.kernel import invalidate
+            self.stale = None
+            return self.prog
+        from lpdebug.kernel import invalidate
 
-            # Modules may have come and gone while the target ran.
-            invalidate(self.prog)
+        # Modules may have come and gone while the target ran.
+        invalidate(self.prog)
         return self.prog
 
     def _build(self) -> Any:
@@ -218,13 +247,14 @@ class LpCommand(gdb.Command):
         except Exception as e:  # noqa: BLE001 (gdb shows one line, like every gdb error)
             raise gdb.GdbError(f"{self.name}: {type(e).__name__}: {e}") from None
         _deliver(self.name, output.text + "\n", parsed.redirections, parsed.pipeline)
+        gdb.set_convenience_variable("lp_status", output.status)
 
 
 def _deliver(name: str, text: str, redirections: Any, pipeline: Any) -> None:
     """Write a command's text to gdb, a file (``> FILE``, ``>> FILE``) or a shell pipeline."""
     import subprocess
 
-    for fd, op, path in redirections:
+    for fd, op, _path in redirections:
         if fd != 1 or op not in (">", ">>"):
             raise gdb.GdbError(f"{name}: only '> FILE', '>> FILE' and '| COMMAND' are supported")
     if pipeline is not None:
@@ -277,6 +307,8 @@ def _register() -> None:
     for spec in SPECS:
         LpCommand(spec)
     LpSymbolsCommand()
+    gdb.events.new_objfile.connect(_session.on_new_objfile)
+    gdb.events.clear_objfiles.connect(_session.on_clear_objfiles)
 
 
 _register()

@@ -13,7 +13,8 @@ checks over every task::
     result = lpdebug.triage(prog)
     for finding in result.findings:
         print(finding.kind, finding.message)
-    print(lpdebug.dumps(result))            # the lpdebug.triage/1 JSON
+    print(lpdebug.dumps(result))            # the lpdebug.triage/2 JSON
+    sys.exit(lpdebug.exit_status(result))   # 0 clean, 1 findings, 3 incomplete
 
 Names are loaded on first use, so ``import lpdebug`` is cheap and one broken
 submodule does not take the others down with it.
@@ -52,15 +53,20 @@ _EXPORTS: Dict[str, str] = {
     "vmlinux_toc": "toc",
     "true_backtrace": "backtrace",
     # the whole report
-    "task_traces": "triage",
-    "to_json": "triage",
-    "dumps": "triage",
+    "triage": "report",
+    "task_traces": "report",
+    "exit_status": "report",
+    "to_json": "schema",
+    "dumps": "schema",
+    "all_diagnostics": "diagnostics",
     # errors
     "LpdebugError": "errors",
     "TargetError": "errors",
     "DebugInfoError": "errors",
     "BuildIdMismatch": "errors",
     # model
+    "Diagnostic": "model",
+    "DiagnosticKind": "model",
     "KernelInfo": "model",
     "KlpFunc": "model",
     "KlpObject": "model",
@@ -78,17 +84,15 @@ _EXPORTS: Dict[str, str] = {
     "Frame": "model",
     "TaskTrace": "model",
     "Finding": "model",
+    "ModuleToc": "model",
+    "TocMap": "model",
     "TriageResult": "model",
 }
 
-__all__ = sorted(list(_EXPORTS) + ["triage"])
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "triage":
-        # The submodule is callable (it runs triage()), so lpdebug.triage(prog)
-        # works and lpdebug.triage.to_json stays reachable.
-        return importlib.import_module(".triage", __name__)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'lpdebug' has no attribute {name!r}")

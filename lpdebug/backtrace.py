@@ -67,7 +67,9 @@ from .fgraph import FgraphCursor, fgraph_ret_addr, read_ret_stack, records_retp,
     return_to_handler_address
 from .kernel import cached_fact, elf_abi, has_member, toc_save_offset
 from .livepatch_stack import livepatch_stack
-from .model import CpuStop, FgraphEntry, Frame, LivepatchStackEntry, TaskTrace
+from .diagnostics import corrupt, from_exception, missing_debug_info
+from .model import (CpuStop, Diagnostic, DiagnosticKind, FgraphEntry, Frame, LivepatchStackEntry,
+                    TaskTrace)
 from .ppc64 import (MSR_PR, PT_REGS_NIP, STUB_ENTRY_SIZE, STUB_MAGIC, STUB_MAGIC_OFFSET,
                     TOC_RESTORE, branch_target, is_toc_prologue, stdu_frame_size)
 from .symbols import Symbolizer
@@ -76,6 +78,9 @@ from .toc import VMLINUX, module_sections
 # drgn refuses addresses it cannot translate (hash-MMU module memory without
 # lpdebug.hash_mmu) with NotImplementedError: as unreadable as a fault.
 _UNREADABLE = (drgn.FaultError, NotImplementedError)
+
+# The stage of lpdebug.report.triage that builds the true backtraces.
+STAGE = "tasks"
 
 __all__ = (
     "ResolvedReturn",
@@ -165,7 +170,7 @@ def _start_registers(prog: drgn.Program, regs: Dict[str, int],
     return drgn.Object.from_bytes_(prog, saved.type_, data)
 
 
-def _physical_frames(task: drgn.Object, errors: List[str],
+def _physical_frames(task: drgn.Object, errors: List[Diagnostic],
                      start_regs: Optional[drgn.Object] = None) -> List[Tuple[int, int, bool]]:
     """
     (pc, sp, interrupted) of each physical frame of drgn's unwinding. With
@@ -179,7 +184,7 @@ def _physical_frames(task: drgn.Object, errors: List[str],
         else:
             trace = prog.stack_trace(task)
     except (ValueError, LookupError, *_UNREADABLE) as e:
-        errors.append(f"no stack trace: {e}")
+        errors.append(from_exception(STAGE, "the stack trace", e))
         return []
     frames: List[Tuple[int, int, bool]] = []
     for frame in trace:
@@ -188,7 +193,7 @@ def _physical_frames(task: drgn.Object, errors: List[str],
         try:
             pc = frame.pc
         except LookupError:
-            errors.append(f"frame {len(frames)}: no pc; the trace stops here")
+            errors.append(corrupt(STAGE, None, f"frame {len(frames)}: no pc; the trace stops here"))
             break
         try:
             sp = frame.sp
@@ -196,7 +201,8 @@ def _physical_frames(task: drgn.Object, errors: List[str],
             try:
                 sp = frame.register("r1")
             except (LookupError, ValueError):
-                errors.append(f"frame {len(frames)}: no stack pointer; the trace stops here")
+                errors.append(corrupt(STAGE, None,
+                                      f"frame {len(frames)}: no stack pointer; the trace stops here"))
                 break
         frames.append((pc, sp, bool(frame.interrupted)))
     return frames
@@ -300,7 +306,7 @@ def _context(prog: drgn.Program, symbolizer: Optional[Symbolizer]) -> _Context:
 
 
 def _frame(ctx: _Context, index: int, pc: int, sp: int, raw_pc: int, source: str,
-           interrupted: bool, errors: List[str], cpu_stopped_here: bool = False) -> Frame:
+           interrupted: bool, errors: List[Diagnostic], cpu_stopped_here: bool = False) -> Frame:
     info = ctx.symbolizer.lookup(pc)
     frame = Frame(
         index=index, pc=pc, sp=sp,
@@ -317,14 +323,17 @@ def _frame(ctx: _Context, index: int, pc: int, sp: int, raw_pc: int, source: str
         if cpu_stopped_here and info is not None and not frame.toc_restore:
             frame.toc_restored_before_pc = _restores_toc_before(ctx, info.address, pc)
     except _UNREADABLE:
-        errors.append(f"frame {index}: instruction at {pc:#x} unreadable")
+        errors.append(Diagnostic(STAGE, DiagnosticKind.UNREADABLE, pc,
+                                 f"frame {index}: instruction at {pc:#x} unreadable"))
         return frame
     if frame.toc_restore or frame.toc_restored_before_pc:
         frame.toc_slot_address = sp + ctx.toc_offset
         try:
             frame.toc_slot = ctx.prog.read_u64(sp + ctx.toc_offset)
         except _UNREADABLE:
-            errors.append(f"frame {index}: TOC save slot at {sp + ctx.toc_offset:#x} unreadable")
+            errors.append(Diagnostic(
+                STAGE, DiagnosticKind.UNREADABLE, sp + ctx.toc_offset,
+                f"frame {index}: TOC save slot at {sp + ctx.toc_offset:#x} unreadable"))
     return frame
 
 
@@ -341,7 +350,7 @@ def resolve_return_addresses(physical: Sequence[Tuple[int, int, bool]],
                              livepatch_entries: List[LivepatchStackEntry],
                              return_to_handler: Optional[int],
                              in_livepatch_handler: Callable[[int], bool],
-                             has_retp: bool, errors: List[str]) -> List[ResolvedReturn]:
+                             has_retp: bool, errors: List[Diagnostic]) -> List[ResolvedReturn]:
     """
     The true return address of each physical frame ``(pc, sp, interrupted)``,
     outermost last, by steps (2) and (3) of the module docstring. Fills each
@@ -356,35 +365,38 @@ def resolve_return_addresses(physical: Sequence[Tuple[int, int, bool]],
             pc, entry = fgraph_ret_addr(ret_stack, raw_pc, sp, return_to_handler, cursor,
                                         has_retp)
             if entry is None:
-                errors.append(f"frame {index}: return_to_handler with no ret_stack entry "
-                              f"for retp {sp:#x}")
+                errors.append(corrupt(STAGE, sp, f"frame {index}: return_to_handler with no "
+                                      f"ret_stack entry for retp {sp:#x}"))
             else:
                 resolved = ResolvedReturn(pc, "fgraph", fgraph_entry=entry.address)
         if not interrupted and in_livepatch_handler(resolved.pc):
             if lp_next < 0:
-                errors.append(f"frame {index}: returns into livepatch_handler but the "
-                              "livepatch stack has no entry left")
+                errors.append(corrupt(STAGE, sp, f"frame {index}: returns into livepatch_handler "
+                                      "but the livepatch stack has no entry left"))
             else:
                 lp = livepatch_entries[lp_next]
                 lp.real_lr, _ = fgraph_ret_addr(ret_stack, lp.lr, sp, return_to_handler,
                                                 cursor, has_retp)
                 if lp.real_lr == return_to_handler:
-                    errors.append(f"frame {index}: livepatch stack entry {lp_next} saved "
-                                  f"return_to_handler with no ret_stack entry for retp {sp:#x}")
+                    errors.append(corrupt(
+                        STAGE, lp.address,
+                        f"frame {index}: livepatch stack entry {lp_next} saved "
+                        f"return_to_handler with no ret_stack entry for retp {sp:#x}"))
                 resolved = ResolvedReturn(lp.real_lr, "livepatch",
                                           fgraph_entry=resolved.fgraph_entry,
                                           livepatch_entry=lp_next)
                 lp_next -= 1
         result.append(resolved)
     if lp_next >= 0 and physical:
-        errors.append(f"livepatch stack entries 0..{lp_next} match no frame returning into "
-                      "livepatch_handler")
+        errors.append(corrupt(STAGE, livepatch_entries[lp_next].address,
+                              f"livepatch stack entries 0..{lp_next} match no frame returning "
+                              "into livepatch_handler"))
     return result
 
 
 def frame_at(prog: drgn.Program, index: int, pc: int, sp: int, *,
              raw_pc: Optional[int] = None, source: str = "unwound", interrupted: bool = False,
-             errors: Optional[List[str]] = None,
+             errors: Optional[List[Diagnostic]] = None,
              symbolizer: Optional[Symbolizer] = None) -> Frame:
     """
     One annotated :class:`~lpdebug.model.Frame` for a true return address
@@ -416,7 +428,8 @@ def _frame_size(ctx: _Context, start: int, end: int) -> Optional[int]:
     return None
 
 
-def _returned_frame(ctx: _Context, regs: Dict[str, int], errors: List[str]) -> Optional[Frame]:
+def _returned_frame(ctx: _Context, regs: Dict[str, int],
+                    errors: List[Diagnostic]) -> Optional[Frame]:
     """
     The frame of the function a stopped CPU returned from last, when it is
     still intact below frame 0 and returned through a TOC restore: the TOC
@@ -470,7 +483,7 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
         if has_member(prog, "struct task_struct", "patch_state") else None,
         address=task.value_(),
     )
-    trace.ret_stack, trace.ret_stack_errors = read_ret_stack(task)
+    trace.ret_stack, trace.ret_stack_diagnostics = read_ret_stack(task)
 
     trace.on_cpu = _task_cpu(task)
     if trace.on_cpu is not None and not (prog.flags & drgn.ProgramFlags.IS_LIVE):
@@ -486,8 +499,9 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
         try:
             start_regs = _start_registers(prog, trace.cpu_registers, start)
         except LookupError as e:
-            trace.errors.append(f"CPU {trace.on_cpu}: saved registers unusable: {e}")
-    physical = _physical_frames(task, trace.errors, start_regs)
+            trace.diagnostics.append(from_exception(
+                STAGE, f"CPU {trace.on_cpu}: its saved registers as struct pt_regs", e))
+    physical = _physical_frames(task, trace.diagnostics, start_regs)
     if trace.cpu_registers is not None:
         nip = trace.cpu_registers["nip"]
         trace.cpu_image = ctx.image_of(nip)
@@ -500,17 +514,18 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
 
     for index, resolved in enumerate(resolve_return_addresses(
             physical, trace.ret_stack, lp_entries, ctx.return_to_handler,
-            ctx.in_livepatch_handler, ctx.has_retp, trace.errors)):
+            ctx.in_livepatch_handler, ctx.has_retp, trace.diagnostics)):
         raw_pc, sp, interrupted = physical[index]
         frame = _frame(ctx, index, resolved.pc, sp, raw_pc, resolved.source, interrupted,
-                       trace.errors, cpu_stopped_here=index == 0 and stopped_at_nip)
+                       trace.diagnostics, cpu_stopped_here=index == 0 and stopped_at_nip)
         frame.fgraph_entry = resolved.fgraph_entry
         frame.livepatch_entry = resolved.livepatch_entry
         trace.frames.append(frame)
     if trace.cpu_registers is not None:
-        trace.returned_frame = _returned_frame(ctx, trace.cpu_registers, trace.errors)
+        trace.returned_frame = _returned_frame(ctx, trace.cpu_registers, trace.diagnostics)
     if lp_entries and ctx.livepatch_handler is None:
-        trace.errors.append("livepatch_handler is not in the symbol table: the callers it "
-                            "hides cannot be restored")
+        trace.diagnostics.append(missing_debug_info(
+            STAGE, "livepatch_handler is not in the symbol table: the callers it hides cannot be "
+            "restored"))
     return trace
 

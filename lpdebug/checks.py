@@ -22,7 +22,7 @@ Entry points:
 - :func:`check_tocs` -- module TOCs against their functions' prologues.
 - :func:`check_transition` -- a livepatch transition that tasks hold back.
 - :func:`check_task` -- every per-task rule for one task.
-- :func:`all_findings` -- everything, for :func:`lpdebug.triage.triage`.
+- :func:`all_findings` -- everything, for :func:`lpdebug.report.triage`.
 
 Rules (from ``ld r2,24(r1)``, read ``ld r2,40(r1)`` on ELFv1):
 
@@ -91,9 +91,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Optional
 
-from .model import (BlockingTask, CpuStop, Finding, KlpFunc, KlpTransition, LivepatchState,
-                    TaskTrace)
-from .toc import VMLINUX, TocMap
+from .model import (BlockingTask, CpuStop, Diagnostic, DiagnosticKind, Finding, KlpFunc,
+                    KlpTransition, LivepatchState, TaskTrace, TocMap)
+from .toc import VMLINUX
 
 __all__ = (
     "all_findings",
@@ -184,9 +184,9 @@ def check_livepatch_stack_structure(trace: TaskTrace,
         findings.append(Finding(
             kind="livepatch_stack_out_of_bounds", severity="error", pid=pid, frame=None,
             address=lp.sp, expected_toc=None, expected_module=None, actual_toc=None,
-            actual_module=None, message=lp.bounds_error))
-    for error in lp.errors:
-        findings.append(_unreadable(pid, None, error))
+            actual_module=None, message=lp.bounds_error.message))
+    findings.extend(_unreadable(pid, d) for d in lp.diagnostics
+                    if d.kind == DiagnosticKind.UNREADABLE)
     for i, entry in enumerate(lp.entries):
         if not entry.magic_ok:
             findings.append(Finding(
@@ -347,26 +347,25 @@ def check_crashed_cpus(traces: Iterable[TaskTrace], tocs: TocMap) -> List[Findin
     return findings
 
 
-def _unreadable(pid: Optional[int], frame: Optional[int], message: str) -> Finding:
-    return Finding(kind="unreadable_memory", severity="warning", pid=pid, frame=frame,
-                   address=None, expected_toc=None, expected_module=None, actual_toc=None,
-                   actual_module=None, message=message)
+def _unreadable(pid: Optional[int], diagnostic: Diagnostic) -> Finding:
+    return Finding(kind="unreadable_memory", severity="warning", pid=pid, frame=None,
+                   address=diagnostic.address, expected_toc=None, expected_module=None,
+                   actual_toc=None, actual_module=None, message=diagnostic.message)
 
 
 def check_shadow_stacks(trace: TaskTrace) -> List[Finding]:
     """Rule (d) for the ret_stack and the memory the trace could not read."""
     findings = []
-    for error in trace.ret_stack_errors:
-        if "unreadable" in error:
-            findings.append(_unreadable(trace.pid, None, error))
-        else:
+    for diagnostic in trace.ret_stack_diagnostics:
+        if diagnostic.kind == DiagnosticKind.UNREADABLE:
+            findings.append(_unreadable(trace.pid, diagnostic))
+        elif diagnostic.kind == DiagnosticKind.CORRUPT:
             findings.append(Finding(
                 kind="ret_stack_inconsistent", severity="error", pid=trace.pid, frame=None,
-                address=None, expected_toc=None, expected_module=None, actual_toc=None,
-                actual_module=None, message=error))
-    for error in trace.errors:
-        if "unreadable" in error:
-            findings.append(_unreadable(trace.pid, None, error))
+                address=diagnostic.address, expected_toc=None, expected_module=None,
+                actual_toc=None, actual_module=None, message=diagnostic.message))
+    findings.extend(_unreadable(trace.pid, d) for d in trace.diagnostics
+                    if d.kind == DiagnosticKind.UNREADABLE)
     return findings
 
 

@@ -9,8 +9,8 @@ return address behind each ``return_to_handler`` a stack walk meets.
 Entry points:
 
 - :func:`fgraph_layout` -- ``"array"``, ``"offset"`` or None (no fgraph).
-- :func:`read_ret_stack` -- ``(entries, errors)`` for one task; never raises
-  for bad memory or a corrupt stack, it reports them in ``errors``.
+- :func:`read_ret_stack` -- ``(entries, diagnostics)`` for one task; never raises
+  for bad memory or a corrupt stack, it reports them as diagnostics.
 - :func:`ret_stack_entries` -- the entries only.
 - :func:`return_to_handler_address` -- the trampoline's address.
 - :func:`records_retp` -- whether entries record ``retp`` (powerpc 5.4+).
@@ -41,8 +41,12 @@ from typing import List, Optional, Tuple
 import drgn
 
 from . import kernel
+from .diagnostics import corrupt, from_exception
 from .kernel import fgraph_layout
-from .model import FgraphEntry
+from .model import Diagnostic, FgraphEntry
+
+# The stage of lpdebug.report.triage that reads the shadow stacks.
+STAGE = "tasks"
 
 # drgn refuses addresses it cannot translate (hash-MMU module memory without
 # lpdebug.hash_mmu) with NotImplementedError: as unreadable as a fault.
@@ -115,7 +119,7 @@ def _decode_frame(buf: bytes, at: int, layout: _FrameLayout, fmt: str) -> Tuple[
 
 
 def _read_array(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,
-                errors: List[str]) -> List[FgraphEntry]:
+                errors: List[Diagnostic]) -> List[FgraphEntry]:
     prog = task.prog_
     top = task.curr_ret_stack.value_()
     if top < -1:
@@ -123,14 +127,15 @@ def _read_array(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,
     if top == -1:
         return []
     if not 0 <= top < ARRAY_CAPACITY:
-        errors.append(
+        errors.append(corrupt(
+            STAGE, task.curr_ret_stack.address_,
             f"ret_stack inconsistent: curr_ret_stack {task.curr_ret_stack.value_()} "
-            f"is outside the array of {ARRAY_CAPACITY} entries")
+            f"is outside the array of {ARRAY_CAPACITY} entries"))
         return []
     try:
         buf = prog.read(base, (top + 1) * layout.size)
     except _UNREADABLE as e:
-        errors.append(f"ret_stack at {base:#x} unreadable: {e}")
+        errors.append(from_exception(STAGE, f"ret_stack at {base:#x}", e))
         return []
     entries = []
     for i in range(top + 1):
@@ -147,7 +152,7 @@ def _shadow_stack_words(prog: drgn.Program) -> int:
 
 
 def _read_offsets(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,
-                  errors: List[str]) -> List[FgraphEntry]:
+                  errors: List[Diagnostic]) -> List[FgraphEntry]:
     prog = task.prog_
     top = task.curr_ret_stack.value_()
     frame_words = -(-layout.size // 8)
@@ -155,14 +160,15 @@ def _read_offsets(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,
         return []
     capacity = _shadow_stack_words(prog)
     if not 0 < top <= capacity:
-        errors.append(
+        errors.append(corrupt(
+            STAGE, task.curr_ret_stack.address_,
             f"ret_stack inconsistent: curr_ret_stack {top} is outside the "
-            f"shadow stack of {capacity} words")
+            f"shadow stack of {capacity} words"))
         return []
     try:
         buf = prog.read(base, top * 8)
     except _UNREADABLE as e:
-        errors.append(f"ret_stack at {base:#x} unreadable: {e}")
+        errors.append(from_exception(STAGE, f"ret_stack at {base:#x}", e))
         return []
     words = struct.unpack(fmt + str(top) + "Q", buf)
 
@@ -174,12 +180,14 @@ def _read_offsets(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,
         back = word & OFFSET_MASK
         where = f"word {offset - 1} ({base + (offset - 1) * 8:#x}) = {word:#x}"
         if kind not in (TYPE_RESERVED, TYPE_BITMAP, TYPE_DATA):
-            errors.append(f"ret_stack inconsistent: {where} has type {kind}")
+            errors.append(corrupt(STAGE, base + (offset - 1) * 8,
+                                  f"ret_stack inconsistent: {where} has type {kind}"))
             break
         if back == 0 or back > offset - 1:
-            errors.append(
+            errors.append(corrupt(
+                STAGE, base + (offset - 1) * 8,
                 f"ret_stack inconsistent: {where} points {back} words back, "
-                f"below the start of the stack or onto itself")
+                f"below the start of the stack or onto itself"))
             break
         frame = offset - 1 - back
         # The word right above the frame always carries the frame's own
@@ -188,10 +196,11 @@ def _read_offsets(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,
         if head is None or head & OFFSET_MASK != frame_words or \
                 (head >> TYPE_SHIFT) & TYPE_MASK not in (TYPE_RESERVED, TYPE_BITMAP):
             shown = "missing" if head is None else f"{head:#x}"
-            errors.append(
+            errors.append(corrupt(
+                STAGE, base + frame * 8,
                 f"ret_stack inconsistent: the frame at word {frame} "
                 f"({base + frame * 8:#x}) is not followed by its bitmap word "
-                f"(found {shown})")
+                f"(found {shown})"))
             break
         ret, func, retp = _decode_frame(buf, frame * 8, layout, fmt)
         newest_first.append(FgraphEntry(index=0, ret=ret, func=func, retp=retp,
@@ -203,16 +212,16 @@ def _read_offsets(task: drgn.Object, base: int, layout: _FrameLayout, fmt: str,
     return entries
 
 
-def read_ret_stack(task: drgn.Object) -> Tuple[List[FgraphEntry], List[str]]:
+def read_ret_stack(task: drgn.Object) -> Tuple[List[FgraphEntry], List[Diagnostic]]:
     """
     Decode ``task->ret_stack``.
 
-    :returns: the entries, oldest first, and a list of problems (empty when
+    :returns: the entries, oldest first, and the diagnostics (empty when
         the stack was read and is consistent). A task without a shadow stack
         (fgraph never on, or a kernel without it) gives ``([], [])``. On an
         inconsistent stack the entries above the break are still returned.
     """
-    errors: List[str] = []
+    errors: List[Diagnostic] = []
     prog = task.prog_
     layout_name = fgraph_layout(prog)
     if layout_name is None:
@@ -227,9 +236,9 @@ def read_ret_stack(task: drgn.Object) -> Tuple[List[FgraphEntry], List[str]]:
             return _read_array(task, base, layout, fmt, errors), errors
         return _read_offsets(task, base, layout, fmt, errors), errors
     except LookupError as e:
-        errors.append(f"ret_stack cannot be decoded without debug info: {e}")
+        errors.append(from_exception(STAGE, "decoding ret_stack", e))
     except _UNREADABLE as e:
-        errors.append(f"task {task.value_():#x} unreadable: {e}")
+        errors.append(from_exception(STAGE, f"task {task.value_():#x}", e, task.value_()))
     return [], errors
 
 

@@ -21,7 +21,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 import drgn
 
 from . import kernel
-from .model import FtraceOps, FtraceRecord, FtraceState
+from .diagnostics import corrupt, cycle, from_exception
+from .model import Diagnostic, FtraceOps, FtraceRecord, FtraceState
 from .symbols import Symbolizer
 
 __all__ = (
@@ -36,6 +37,9 @@ __all__ = (
     "hash_ips",
     "enabled_functions_flags",
 )
+
+# The stage of lpdebug.report.triage the ftrace walkers run in.
+STAGE = "ftrace"
 
 # --- flag facts -------------------------------------------------------------
 #
@@ -226,17 +230,18 @@ def enabled_functions_flags(record: FtraceRecord, flag_bits: Dict[str, int]) -> 
 # --- ftrace_ops -------------------------------------------------------------
 
 
-def for_each_ftrace_ops(prog: drgn.Program, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+def for_each_ftrace_ops(prog: drgn.Program,
+                        diagnostics: Optional[List[Diagnostic]] = None) -> Iterator[drgn.Object]:
     """
     The registered ``struct ftrace_ops *``: the chain from ``ftrace_ops_list``
     through ``->next`` up to ``&ftrace_list_end``. Cycles and unreadable ops
-    end the walk with a message in ``errors``.
+    end the walk with a :class:`~lpdebug.model.Diagnostic` in ``diagnostics``.
     """
-    errs = errors if errors is not None else []
+    errs = diagnostics if diagnostics is not None else []
     try:
         op = prog["ftrace_ops_list"].read_()
     except (LookupError, drgn.FaultError) as e:
-        errs.append(f"ftrace_ops_list unreadable: {e}")
+        errs.append(from_exception(STAGE, "ftrace_ops_list", e))
         return
     try:
         end = prog["ftrace_list_end"].address_of_().value_()
@@ -247,10 +252,10 @@ def for_each_ftrace_ops(prog: drgn.Program, errors: Optional[List[str]] = None) 
         while op.value_() and op.value_() != end:
             addr = op.value_()
             if addr in seen:
-                errs.append(f"ftrace_ops_list: cycle at {addr:#x}, walk stopped")
+                errs.append(cycle(STAGE, addr, f"ftrace_ops_list: cycle at {addr:#x}, walk stopped"))
                 return
             if len(seen) >= kernel.WALK_LIMIT:
-                errs.append("ftrace_ops_list: too long, walk stopped")
+                errs.append(corrupt(STAGE, addr, "ftrace_ops_list: too long, walk stopped"))
                 return
             seen.add(addr)
             nxt = op.next.read_()
@@ -259,12 +264,12 @@ def for_each_ftrace_ops(prog: drgn.Program, errors: Optional[List[str]] = None) 
             yield op
             op = nxt
     except drgn.FaultError as e:
-        errs.append(f"ftrace_ops_list: unreadable ops ({e}), walk stopped")
+        errs.append(from_exception(STAGE, "ftrace_ops_list: an ops (the walk stopped there) is", e))
 
 
-def hash_ips(hash_ptr: drgn.Object, errors: Optional[List[str]] = None) -> List[int]:
+def hash_ips(hash_ptr: drgn.Object, diagnostics: Optional[List[Diagnostic]] = None) -> List[int]:
     """The IPs in a ``struct ftrace_hash *`` (empty for NULL or an empty hash)."""
-    errs = errors if errors is not None else []
+    errs = diagnostics if diagnostics is not None else []
     prog = hash_ptr.prog_
     if not hash_ptr.value_():
         return []
@@ -276,7 +281,7 @@ def hash_ips(hash_ptr: drgn.Object, errors: Optional[List[str]] = None) -> List[
         buckets = hash_ptr.buckets.value_()
         raw = prog.read(buckets, nbuckets * 8)
     except drgn.FaultError as e:
-        errs.append(f"ftrace_hash {hash_ptr.value_():#x} unreadable: {e}")
+        errs.append(from_exception(STAGE, f"ftrace_hash {hash_ptr.value_():#x}", e))
         return []
     entry_type = prog.type("struct ftrace_func_entry")
     ip_offset = drgn.offsetof(entry_type, "ip")
@@ -287,29 +292,31 @@ def hash_ips(hash_ptr: drgn.Object, errors: Optional[List[str]] = None) -> List[
         while node:
             hops += 1
             if len(ips) > count or hops > count:
-                errs.append(f"ftrace_hash {hash_ptr.value_():#x}: more entries than its count {count} (cycle?)")
+                errs.append(cycle(STAGE, node, f"ftrace_hash {hash_ptr.value_():#x}: more entries "
+                                  f"than its count {count}"))
                 return ips
             try:
                 ips.append(prog.read_u64(node + ip_offset))
                 node = prog.read_u64(node)  # hlist_node.next is the first member
             except drgn.FaultError as e:
-                errs.append(f"ftrace_hash {hash_ptr.value_():#x}: unreadable entry ({e})")
+                errs.append(from_exception(STAGE, f"ftrace_hash {hash_ptr.value_():#x}: an entry is", e,
+                                           node))
                 break
     return sorted(ips)
 
 
-def _ops_hashes(op: drgn.Object, errors: List[str]) -> Tuple[List[int], List[int]]:
+def _ops_hashes(op: drgn.Object, diagnostics: List[Diagnostic]) -> Tuple[List[int], List[int]]:
     if not kernel.has_member(op.prog_, "struct ftrace_ops", "func_hash"):
         return [], []
     func_hash = op.func_hash.read_()
     if not func_hash.value_():
         return [], []
-    return hash_ips(func_hash.filter_hash.read_(), errors), hash_ips(func_hash.notrace_hash.read_(), errors)
+    return hash_ips(func_hash.filter_hash.read_(), diagnostics), hash_ips(func_hash.notrace_hash.read_(), diagnostics)
 
 
-def ftrace_ops(prog: drgn.Program, errors: Optional[List[str]] = None) -> List[FtraceOps]:
+def ftrace_ops(prog: drgn.Program, diagnostics: Optional[List[Diagnostic]] = None) -> List[FtraceOps]:
     """Every registered ftrace_ops as :class:`FtraceOps`, in list order."""
-    errs = errors if errors is not None else []
+    errs = diagnostics if diagnostics is not None else []
     sym = Symbolizer(prog)
     bits = ops_flag_bits(prog)
     has_tramp = kernel.has_member(prog, "struct ftrace_ops", "trampoline")
@@ -334,30 +341,31 @@ def ftrace_ops(prog: drgn.Program, errors: Optional[List[str]] = None) -> List[F
                 trampoline_size=op.trampoline_size.value_() if has_tramp else 0,
             ))
         except drgn.FaultError as e:
-            errs.append(f"ftrace_ops at {op.value_():#x} unreadable: {e}")
+            errs.append(from_exception(STAGE, f"ftrace_ops at {op.value_():#x}", e))
     return result
 
 
 # --- dyn_ftrace records -----------------------------------------------------
 
 
-def _for_each_ftrace_page(prog: drgn.Program, errors: List[str]) -> Iterator[drgn.Object]:
+def _for_each_ftrace_page(prog: drgn.Program, diagnostics: List[Diagnostic]) -> Iterator[drgn.Object]:
     try:
         page = prog["ftrace_pages_start"].read_()
     except (LookupError, drgn.FaultError) as e:
-        errors.append(f"no dyn_ftrace records (ftrace_pages_start: {e})")
+        diagnostics.append(from_exception(STAGE, "ftrace_pages_start (the dyn_ftrace records)", e))
         return
     seen: Set[int] = set()
     try:
         while page.value_():
             if page.value_() in seen:
-                errors.append(f"ftrace pages: cycle at {page.value_():#x}, walk stopped")
+                diagnostics.append(cycle(STAGE, page.value_(),
+                                    f"ftrace pages: cycle at {page.value_():#x}, walk stopped"))
                 return
             seen.add(page.value_())
             yield page
             page = page.next.read_()
     except drgn.FaultError as e:
-        errors.append(f"ftrace pages: unreadable page ({e}), walk stopped")
+        diagnostics.append(from_exception(STAGE, "ftrace pages: a page (the walk stopped there) is", e))
 
 
 def _record_struct(prog: drgn.Program) -> Tuple[struct.Struct, int, bool]:
@@ -378,20 +386,21 @@ def _record_struct(prog: drgn.Program) -> Tuple[struct.Struct, int, bool]:
     return struct.Struct(fmt), size, flags_off < ip_off
 
 
-def _raw_records(prog: drgn.Program, errors: List[str], timings: Dict[str, float]) -> List[Tuple[int, int]]:
+def _raw_records(prog: drgn.Program, diagnostics: List[Diagnostic], timings: Dict[str, float]) -> List[Tuple[int, int]]:
     """(ip, flags) of every record, page by page."""
     rec, size, flags_first = _record_struct(prog)
     pages = []
     t0 = time.perf_counter()
-    for page in _for_each_ftrace_page(prog, errors):
+    for page in _for_each_ftrace_page(prog, diagnostics):
         try:
             index = page.index.value_()
             records = page.records.value_()
         except drgn.FaultError as e:
-            errors.append(f"ftrace page {page.value_():#x} unreadable: {e}")
+            diagnostics.append(from_exception(STAGE, f"ftrace page {page.value_():#x}", e))
             continue
         if index < 0 or index * size > _RECORD_BLOCK_MAX:
-            errors.append(f"ftrace page {page.value_():#x}: implausible record count {index}")
+            diagnostics.append(corrupt(STAGE, page.value_(),
+                                  f"ftrace page {page.value_():#x}: implausible record count {index}"))
             continue
         pages.append((page.value_(), records, index))
     blobs = []
@@ -399,7 +408,7 @@ def _raw_records(prog: drgn.Program, errors: List[str], timings: Dict[str, float
         try:
             blobs.append(prog.read(records, index * size))
         except drgn.FaultError as e:
-            errors.append(f"records of ftrace page {page_addr:#x} unreadable: {e}")
+            diagnostics.append(from_exception(STAGE, f"records of ftrace page {page_addr:#x}", e, records))
     t1 = time.perf_counter()
     result: List[Tuple[int, int]] = []
     for blob in blobs:
@@ -443,7 +452,7 @@ def ftrace_records(
     all_records: bool = False,
     *,
     ops: Optional[Sequence[FtraceOps]] = None,
-    errors: Optional[List[str]] = None,
+    diagnostics: Optional[List[Diagnostic]] = None,
     timings: Optional[Dict[str, float]] = None,
 ) -> List[FtraceRecord]:
     """
@@ -455,10 +464,9 @@ def ftrace_records(
     ``ops`` to reuse an :func:`ftrace_ops` result, and a ``timings`` dict to
     get seconds spent reading, decoding, naming and matching ops.
     """
-    errs = errors if errors is not None else []
+    errs = diagnostics if diagnostics is not None else []
     times = timings if timings is not None else {}
     if not kernel.has_type(prog, "struct dyn_ftrace"):
-        errs.append("the kernel has no dynamic ftrace (no struct dyn_ftrace)")
         return []
     raw = _raw_records(prog, errs, times)
     times["count"] = len(raw)
@@ -497,7 +505,7 @@ def ftrace_records(
         result.append(FtraceRecord(
             ip=ip,
             symbol=info.name if info and not past_end else None,
-            past_end_of=info.name if past_end else None,
+            past_end_of=info.name if info is not None and past_end else None,
             module=info.module if info else sym.module_of(ip),
             flags=list(names),  # not shared between records
             flags_raw=flags,
@@ -512,16 +520,19 @@ def ftrace_records(
 
 
 def ftrace_state(prog: drgn.Program, all_records: bool = False) -> FtraceState:
-    """Ops and records together; problems in ``errors``, never an exception."""
+    """Ops and records together; problems in ``diagnostics``, never an exception."""
     state = FtraceState()
     if not kernel.has_type(prog, "struct ftrace_ops"):
-        state.errors.append("the kernel has no ftrace (no struct ftrace_ops)")
+        state.unavailable = "the kernel has no ftrace (no struct ftrace_ops)"
         return state
+    if not kernel.has_type(prog, "struct dyn_ftrace"):
+        state.unavailable = "the kernel has no dynamic ftrace (no struct dyn_ftrace): no records"
     try:
-        state.ops = ftrace_ops(prog, state.errors)
+        state.ops = ftrace_ops(prog, state.diagnostics)
         timings: Dict[str, float] = {}
-        state.records = ftrace_records(prog, all_records, ops=state.ops, errors=state.errors, timings=timings)
+        state.records = ftrace_records(prog, all_records, ops=state.ops,
+                                       diagnostics=state.diagnostics, timings=timings)
         state.total_records = int(timings.get("count", 0))
     except (drgn.FaultError, LookupError) as e:
-        state.errors.append(f"ftrace state unreadable: {e}")
+        state.diagnostics.append(from_exception(STAGE, "ftrace state", e))
     return state

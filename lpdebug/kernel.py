@@ -28,7 +28,10 @@ from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional, Set,
 
 import drgn
 
-from .model import KernelInfo
+from .model import Diagnostic, KernelInfo
+
+# The stage of lpdebug.report.triage that kernel_info runs in.
+STAGE = "kernel"
 
 __all__ = (
     "KernelInfo",
@@ -439,19 +442,23 @@ def thread_info_in_task(prog: drgn.Program) -> bool:
 
 
 def kernel_info(prog: drgn.Program) -> KernelInfo:
-    """What kernel the program holds; problems go to ``errors``, never raise."""
-    errors = []
+    """What kernel the program holds; problems go to ``diagnostics``, never raise."""
+    from .diagnostics import missing_debug_info, unsupported
+
+    diagnostics = []
     if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
-        errors.append("the target is not a Linux kernel")
+        diagnostics.append(unsupported(STAGE, "the target is not a Linux kernel"))
     if not is_ppc64(prog):
-        errors.append(
+        diagnostics.append(unsupported(
+            STAGE,
             f"the target is {_arch_name(prog)}, not ppc64: the ppc64 analyses"
             " (livepatch stack, TOCs) do not apply"
-        )
+        ))
     try:
         prog.type("struct task_struct")
     except LookupError:
-        errors.append("no kernel debug info loaded (struct task_struct is unknown)")
+        diagnostics.append(missing_debug_info(
+            STAGE, "no kernel debug info loaded (struct task_struct is unknown)"))
     info = KernelInfo(
         release=release(prog),
         arch=_arch_name(prog),
@@ -461,10 +468,11 @@ def kernel_info(prog: drgn.Program) -> KernelInfo:
         build_id=build_id(prog),
         livepatch=has_livepatch(prog),
         fgraph_layout=fgraph_layout(prog),
-        errors=errors,
+        diagnostics=diagnostics,
     )
     if is_ppc64(prog) and info.mmu is None:
-        errors.append("could not tell the MMU type (no NUMBER(RADIX_MMU), cur_cpu_spec unreadable)")
+        diagnostics.append(missing_debug_info(
+            STAGE, "could not tell the MMU type (no NUMBER(RADIX_MMU), cur_cpu_spec unreadable)"))
     return info
 
 
@@ -495,38 +503,47 @@ def walk_list(
     head: drgn.Object,
     type_name: str,
     member: str,
-    errors: List[str],
+    diagnostics: List[Diagnostic],
     what: str,
     limit: int = WALK_LIMIT,
+    *,
+    stage: str,
 ) -> Iterator[drgn.Object]:
     """
     Entries of the ``list_head`` at ``head`` (an object or pointer), as
     ``type_name *`` objects linked through ``member``, like
     ``list_for_each_entry``. A cycle that does not pass through the head, an
     unreadable node or more than ``limit`` entries ends the walk with a
-    message in ``errors`` naming ``what``.
+    :class:`~lpdebug.model.Diagnostic` of ``stage`` in ``diagnostics`` naming ``what``.
     """
+    from .diagnostics import corrupt, cycle, from_exception
+
     if head.type_.kind != drgn.TypeKind.POINTER:
         head = head.address_of_()
     head_addr = head.value_()
     seen: Set[int] = set()
+    node_addr = head_addr
     try:
         node = head.next.read_()
         while node.value_() != head_addr:
             addr = node.value_()
             if addr in seen:
-                errors.append(f"{what}: cycle at {addr:#x}, list walk stopped")
+                diagnostics.append(cycle(stage, addr, f"{what}: cycle at {addr:#x}, list walk stopped"))
                 return
             if len(seen) >= limit:
-                errors.append(f"{what}: more than {limit} entries, list walk stopped")
+                diagnostics.append(corrupt(stage, addr,
+                                           f"{what}: more than {limit} entries, list walk stopped"))
                 return
             seen.add(addr)
             if not addr:
-                errors.append(f"{what}: NULL link after {len(seen) - 1} entries, list walk stopped")
+                diagnostics.append(corrupt(
+                    stage, node_addr,
+                    f"{what}: NULL link after {len(seen) - 1} entries, list walk stopped"))
                 return
             # Read the link first so an unreadable node is never yielded.
+            node_addr = addr
             next_node = node.next.read_()
             yield drgn.container_of(node, type_name, member)
             node = next_node
     except drgn.FaultError as e:
-        errors.append(f"{what}: unreadable list node ({e}), list walk stopped")
+        diagnostics.append(from_exception(stage, f"{what}: a list node (the walk stopped there) is", e))

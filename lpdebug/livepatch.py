@@ -11,7 +11,7 @@ read is decided by :func:`list_layout` from the type of ``struct
 klp_patch``.
 
 The walkers return :mod:`lpdebug.model` objects; anything unreadable ends up
-in ``LivepatchState.errors``, never as an exception.
+in ``LivepatchState.diagnostics``, never as an exception.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from drgn.helpers.linux.pid import for_each_task
 from drgn.helpers.linux.sched import idle_task
 
 from . import kernel
+from .diagnostics import corrupt, cycle, from_exception, missing_debug_info
 from .model import (
     BlockingTask,
+    Diagnostic,
     KlpFunc,
     KlpObject,
     KlpOps,
@@ -71,6 +73,9 @@ _KLP_ENABLED = 1
 # handful of objects and functions.
 _ARRAY_LIMIT = 100_000
 
+# The stage of lpdebug.report.triage the livepatch walkers run in.
+STAGE = "livepatch"
+
 
 def list_layout(prog: drgn.Program) -> str:
     """``"list"`` (5.2+: obj_list/func_list) or ``"array"`` (older kernels)."""
@@ -79,21 +84,11 @@ def list_layout(prog: drgn.Program) -> str:
     return "list" if kernel.has_member(prog, "struct klp_patch", "obj_list") else "array"
 
 
-def _no_livepatch_reason(prog: drgn.Program) -> Optional[str]:
-    if not kernel.has_livepatch(prog):
-        return "the kernel has no livepatch support (CONFIG_LIVEPATCH is off: no klp_patches, no struct klp_patch)"
-    if not kernel.has_object(prog, "klp_patches"):
-        # Global, holding the enabled patches only, since 958ef1e39d24
-        # ("livepatch: Simplify API by removing registration step", 5.1).
-        return "klp_patches is not in the debug info (kernels before 5.2 keep it static)"
-    return None
+def _sink(diagnostics: Optional[List[Diagnostic]]) -> List[Diagnostic]:
+    return diagnostics if diagnostics is not None else []
 
 
-def _sink(errors: Optional[List[str]]) -> List[str]:
-    return errors if errors is not None else []
-
-
-def for_each_klp_patch(prog: drgn.Program, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+def for_each_klp_patch(prog: drgn.Program, diagnostics: Optional[List[Diagnostic]] = None) -> Iterator[drgn.Object]:
     """
     The patches on ``klp_patches``, as ``struct klp_patch *``: every enabled
     patch and the one in transition (5.2+; before 5.1 the list held every
@@ -101,16 +96,17 @@ def for_each_klp_patch(prog: drgn.Program, errors: Optional[List[str]] = None) -
     """
     if not kernel.has_object(prog, "klp_patches"):
         return
-    yield from kernel.walk_list(prog["klp_patches"], "struct klp_patch", "list", _sink(errors), "klp_patches")
+    yield from kernel.walk_list(prog["klp_patches"], "struct klp_patch", "list", _sink(diagnostics),
+                                "klp_patches", stage=STAGE)
 
 
-def for_each_klp_object(patch: drgn.Object, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+def for_each_klp_object(patch: drgn.Object, diagnostics: Optional[List[Diagnostic]] = None) -> Iterator[drgn.Object]:
     """The ``struct klp_object *`` of a ``struct klp_patch *``, nop objects included (5.2+)."""
     prog = patch.prog_
-    errs = _sink(errors)
+    errs = _sink(diagnostics)
     if list_layout(prog) == "list":
         yield from kernel.walk_list(patch.obj_list, "struct klp_object", "node", errs,
-                                    f"objects of klp_patch {patch.value_():#x}")
+                                    f"objects of klp_patch {patch.value_():#x}", stage=STAGE)
         return
     # Arrays end at an entry without funcs (4.9+ also require no name, but
     # the kernel refuses to register an object without funcs anyway).
@@ -121,18 +117,19 @@ def for_each_klp_object(patch: drgn.Object, errors: Optional[List[str]] = None) 
             if not obj.funcs.value_():
                 return
             yield obj
-        errs.append(f"objects of klp_patch {patch.value_():#x}: no terminator in {_ARRAY_LIMIT} entries")
+        errs.append(corrupt(STAGE, patch.value_(), f"objects of klp_patch {patch.value_():#x}: "
+                            f"no terminator in {_ARRAY_LIMIT} entries"))
     except drgn.FaultError as e:
-        errs.append(f"objects of klp_patch {patch.value_():#x}: unreadable ({e})")
+        errs.append(from_exception(STAGE, f"objects of klp_patch {patch.value_():#x}", e))
 
 
-def for_each_klp_func(obj: drgn.Object, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+def for_each_klp_func(obj: drgn.Object, diagnostics: Optional[List[Diagnostic]] = None) -> Iterator[drgn.Object]:
     """The ``struct klp_func *`` of a ``struct klp_object *``, nop functions included (5.2+)."""
     prog = obj.prog_
-    errs = _sink(errors)
+    errs = _sink(diagnostics)
     if list_layout(prog) == "list":
         yield from kernel.walk_list(obj.func_list, "struct klp_func", "node", errs,
-                                    f"functions of klp_object {obj.value_():#x}")
+                                    f"functions of klp_object {obj.value_():#x}", stage=STAGE)
         return
     # The array ends at an entry whose old_name, new_func and old_sympos
     # (4.9+) are all zero, as klp_for_each_func_static() tests.
@@ -145,28 +142,30 @@ def for_each_klp_func(obj: drgn.Object, errors: Optional[List[str]] = None) -> I
             if not any(func.member_(k).value_() for k in keys):
                 return
             yield func
-        errs.append(f"functions of klp_object {obj.value_():#x}: no terminator in {_ARRAY_LIMIT} entries")
+        errs.append(corrupt(STAGE, obj.value_(), f"functions of klp_object {obj.value_():#x}: "
+                            f"no terminator in {_ARRAY_LIMIT} entries"))
     except drgn.FaultError as e:
-        errs.append(f"functions of klp_object {obj.value_():#x}: unreadable ({e})")
+        errs.append(from_exception(STAGE, f"functions of klp_object {obj.value_():#x}", e))
 
 
-def for_each_klp_ops(prog: drgn.Program, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+def for_each_klp_ops(prog: drgn.Program, diagnostics: Optional[List[Diagnostic]] = None) -> Iterator[drgn.Object]:
     """The ``struct klp_ops *`` on the static ``klp_ops`` list: one per patched old function."""
     if not kernel.has_object(prog, "klp_ops") or not kernel.has_type(prog, "struct klp_ops"):
         return
     head = prog.object("klp_ops")
     if head.type_.kind == drgn.TypeKind.FUNCTION:  # a same-named function shadows the list
         return
-    yield from kernel.walk_list(head, "struct klp_ops", "node", _sink(errors), "klp_ops")
+    yield from kernel.walk_list(head, "struct klp_ops", "node", _sink(diagnostics), "klp_ops",
+                                stage=STAGE)
 
 
-def klp_func_stack(ops: drgn.Object, errors: Optional[List[str]] = None) -> Iterator[drgn.Object]:
+def klp_func_stack(ops: drgn.Object, diagnostics: Optional[List[Diagnostic]] = None) -> Iterator[drgn.Object]:
     """The ``struct klp_func *`` on ``ops->func_stack``, the one in effect first."""
-    yield from kernel.walk_list(ops.func_stack, "struct klp_func", "stack_node", _sink(errors),
-                                f"func_stack of klp_ops {ops.value_():#x}")
+    yield from kernel.walk_list(ops.func_stack, "struct klp_func", "stack_node", _sink(diagnostics),
+                                f"func_stack of klp_ops {ops.value_():#x}", stage=STAGE)
 
 
-def klp_state_entries(patch: drgn.Object, errors: Optional[List[str]] = None) -> List[KlpState]:
+def klp_state_entries(patch: drgn.Object, diagnostics: Optional[List[Diagnostic]] = None) -> List[KlpState]:
     """The ``patch->states`` array, up to the entry with id 0: "livepatch:
     Basic API to track system state changes" (v5.5); 5.10.223 has it."""
     prog = patch.prog_
@@ -183,24 +182,25 @@ def klp_state_entries(patch: drgn.Object, errors: Optional[List[str]] = None) ->
             if not ident:
                 return result
             result.append(KlpState(id=ident, version=entry.version.value_(), data=entry.data.value_()))
-        _sink(errors).append(f"states of klp_patch {patch.value_():#x}: no terminator")
+        _sink(diagnostics).append(corrupt(STAGE, patch.value_(),
+                                          f"states of klp_patch {patch.value_():#x}: no terminator"))
     except drgn.FaultError as e:
-        _sink(errors).append(f"states of klp_patch {patch.value_():#x}: unreadable ({e})")
+        _sink(diagnostics).append(from_exception(STAGE, f"states of klp_patch {patch.value_():#x}", e))
     return result
 
 
-def shadow_variable_count(prog: drgn.Program, errors: Optional[List[str]] = None) -> Optional[int]:
+def shadow_variable_count(prog: drgn.Program, diagnostics: Optional[List[Diagnostic]] = None) -> Optional[int]:
     """Number of livepatch shadow variables in ``klp_shadow_hash``; None where the kernel has none."""
     if not kernel.has_object(prog, "klp_shadow_hash"):
         return None
-    errs = _sink(errors)
+    errs = _sink(diagnostics)
     table = prog["klp_shadow_hash"]
     try:
         nbuckets = len(table)
         word = prog.type("unsigned long")
         raw = prog.read(table.address_, nbuckets * drgn.sizeof(word))
     except (drgn.FaultError, TypeError) as e:
-        errs.append(f"klp_shadow_hash unreadable: {e}")
+        errs.append(from_exception(STAGE, "klp_shadow_hash", e))
         return None
     fmt = "<Q" if kernel.is_little_endian(prog) else ">Q"
     import struct
@@ -211,14 +211,15 @@ def shadow_variable_count(prog: drgn.Program, errors: Optional[List[str]] = None
         seen = set()
         while node:
             if node in seen:
-                errs.append(f"klp_shadow_hash: cyclic bucket at {node:#x}, count stopped there")
+                errs.append(cycle(STAGE, node, f"klp_shadow_hash: cyclic bucket at {node:#x}, "
+                                  "count stopped there"))
                 break
             seen.add(node)
             count += 1
             try:
                 node = prog.read_u64(node)
             except drgn.FaultError as e:
-                errs.append(f"klp_shadow_hash: unreadable entry at {node:#x} ({e})")
+                errs.append(from_exception(STAGE, f"klp_shadow_hash: the entry at {node:#x}", e, node))
                 break
     return count
 
@@ -266,9 +267,8 @@ def transition_progress(prog: drgn.Program) -> Dict[str, Optional[int]]:
             # jiffies is a linker alias of jiffies_64 (low word on 64-bit): read it by symbol,
             # its debug info may be absent.
             now = prog.read_u64(prog.symbol("jiffies_64").address)
-            out["next_try_jiffies"] = (work.timer.expires.value_() - now) & (2**64 - 1)
-            if out["next_try_jiffies"] >= 2**63:
-                out["next_try_jiffies"] -= 2**64  # already due
+            delta = (work.timer.expires.value_() - now) & (2**64 - 1)
+            out["next_try_jiffies"] = delta - 2**64 if delta >= 2**63 else delta  # negative: overdue
     except (LookupError, AttributeError, drgn.FaultError):
         pass
     return out
@@ -357,7 +357,7 @@ def _func_model(func: drgn.Object, sym: Symbolizer) -> KlpFunc:
     )
 
 
-def _object_model(obj: drgn.Object, sym: Symbolizer, errors: List[str]) -> KlpObject:
+def _object_model(obj: drgn.Object, sym: Symbolizer, diagnostics: List[Diagnostic]) -> KlpObject:
     prog = obj.prog_
     has = lambda m: kernel.has_member(prog, "struct klp_object", m)  # noqa: E731
     name = _string(obj.name)
@@ -372,15 +372,16 @@ def _object_model(obj: drgn.Object, sym: Symbolizer, errors: List[str]) -> KlpOb
         patched=patched,
         dynamic=bool(obj.dynamic.value_()) if has("dynamic") else False,
     )
-    for func in for_each_klp_func(obj, errors):
+    for func in for_each_klp_func(obj, diagnostics):
         try:
             model.funcs.append(_func_model(func, sym))
         except drgn.FaultError as e:
-            errors.append(f"klp_func at {func.value_():#x} unreadable: {e}")
+            diagnostics.append(from_exception(STAGE, f"klp_func at {func.value_():#x}", e))
     return model
 
 
-def _patch_model(patch: drgn.Object, transition_addr: int, sym: Symbolizer, errors: List[str]) -> KlpPatch:
+def _patch_model(patch: drgn.Object, transition_addr: int, sym: Symbolizer,
+                 diagnostics: List[Diagnostic]) -> KlpPatch:
     prog = patch.prog_
     has = lambda m: kernel.has_member(prog, "struct klp_patch", m)  # noqa: E731
     mod = patch.mod
@@ -397,19 +398,19 @@ def _patch_model(patch: drgn.Object, transition_addr: int, sym: Symbolizer, erro
         transition=patch.value_() == transition_addr,
         replace=bool(patch.replace.value_()) if has("replace") else False,
         forced=bool(patch.forced.value_()) if has("forced") else False,
-        states=klp_state_entries(patch, errors),
+        states=klp_state_entries(patch, diagnostics),
     )
-    for obj in for_each_klp_object(patch, errors):
+    for obj in for_each_klp_object(patch, diagnostics):
         try:
-            model.objects.append(_object_model(obj, sym, errors))
+            model.objects.append(_object_model(obj, sym, diagnostics))
         except drgn.FaultError as e:
-            errors.append(f"klp_object at {obj.value_():#x} unreadable: {e}")
+            diagnostics.append(from_exception(STAGE, f"klp_object at {obj.value_():#x}", e))
     return model
 
 
-def _ops_model(ops: drgn.Object, sym: Symbolizer, errors: List[str]) -> KlpOps:
+def _ops_model(ops: drgn.Object, sym: Symbolizer, diagnostics: List[Diagnostic]) -> KlpOps:
     prog = ops.prog_
-    stack = list(klp_func_stack(ops, errors))
+    stack = list(klp_func_stack(ops, diagnostics))
     old_addr = 0
     if stack:
         top = stack[0]
@@ -430,23 +431,29 @@ def livepatch_state(prog: drgn.Program, traces: Optional[Iterable[TaskTrace]] = 
     list is filled too; see :func:`blocking_tasks`.
     """
     state = LivepatchState()
-    reason = _no_livepatch_reason(prog)
-    if reason:
-        state.errors.append(reason)
+    if not kernel.has_livepatch(prog):
+        state.unavailable = ("the kernel has no livepatch support (CONFIG_LIVEPATCH is off: "
+                             "no klp_patches, no struct klp_patch)")
+        return state
+    if not kernel.has_object(prog, "klp_patches"):
+        # Global, holding the enabled patches only, since 958ef1e39d24
+        # ("livepatch: Simplify API by removing registration step", 5.1).
+        state.diagnostics.append(missing_debug_info(
+            STAGE, "klp_patches is not in the debug info (kernels before 5.2 keep it static)"))
         return state
     sym = Symbolizer(prog)
     transition = _transition_patch(prog)
     transition_addr = transition.value_() if transition is not None else 0
-    for patch in for_each_klp_patch(prog, state.errors):
+    for patch in for_each_klp_patch(prog, state.diagnostics):
         try:
-            state.patches.append(_patch_model(patch, transition_addr, sym, state.errors))
+            state.patches.append(_patch_model(patch, transition_addr, sym, state.diagnostics))
         except drgn.FaultError as e:
-            state.errors.append(f"klp_patch at {patch.value_():#x} unreadable: {e}")
-    for ops in for_each_klp_ops(prog, state.errors):
+            state.diagnostics.append(from_exception(STAGE, f"klp_patch at {patch.value_():#x}", e))
+    for ops in for_each_klp_ops(prog, state.diagnostics):
         try:
-            state.ops.append(_ops_model(ops, sym, state.errors))
+            state.ops.append(_ops_model(ops, sym, state.diagnostics))
         except drgn.FaultError as e:
-            state.errors.append(f"klp_ops at {ops.value_():#x} unreadable: {e}")
+            state.diagnostics.append(from_exception(STAGE, f"klp_ops at {ops.value_():#x}", e))
     target = target_state(prog)
     if transition is not None:
         name = next((p.name for p in state.patches if p.address == transition_addr), None)
@@ -454,7 +461,8 @@ def livepatch_state(prog: drgn.Program, traces: Optional[Iterable[TaskTrace]] = 
             try:
                 name = transition.mod.name.string_().decode(errors="replace")
             except drgn.FaultError as e:
-                state.errors.append(f"klp_transition_patch {transition_addr:#x} unreadable: {e}")
+                state.diagnostics.append(from_exception(
+                    STAGE, f"klp_transition_patch {transition_addr:#x}", e, transition_addr))
                 name = f"klp_patch@{transition_addr:#x}"
         progress = transition_progress(prog)
         state.transition = KlpTransition(
@@ -463,7 +471,7 @@ def livepatch_state(prog: drgn.Program, traces: Optional[Iterable[TaskTrace]] = 
             retry_pending=None if progress["retry_pending"] is None
             else bool(progress["retry_pending"]),
             next_try_jiffies=progress["next_try_jiffies"])
-    state.shadow_count = shadow_variable_count(prog, state.errors)
+    state.shadow_count = shadow_variable_count(prog, state.diagnostics)
     if traces is not None:
         state.transition.blocking = blocking_tasks(state, traces)
     return state

@@ -42,8 +42,12 @@ from typing import Optional
 
 import drgn
 
+from .diagnostics import corrupt, from_exception
 from .kernel import thread_info_in_task
-from .model import LivepatchStack, LivepatchStackEntry
+from .model import Diagnostic, LivepatchStack, LivepatchStackEntry
+
+# The stage of lpdebug.report.triage that reads the shadow stacks.
+STAGE = "tasks"
 
 # drgn refuses addresses it cannot translate (hash-MMU module memory without
 # lpdebug.hash_mmu) with NotImplementedError: as unreadable as a fault.
@@ -113,10 +117,10 @@ def livepatch_stack(task: drgn.Object, *, sp: Optional[int] = None) -> Optional[
         result.sp = _thread_info(task).livepatch_sp.value_()
         result.task_sp = sp if sp is not None else task.thread.ksp.value_()
     except _UNREADABLE as e:
-        result.errors.append(f"task {task.value_():#x}: livepatch_sp unreadable: {e}")
+        result.diagnostics.append(from_exception(STAGE, f"task {task.value_():#x}: livepatch_sp", e))
         return result
     except LookupError as e:
-        result.errors.append(f"livepatch stack needs debug info: {e}")
+        result.diagnostics.append(from_exception(STAGE, "the livepatch stack", e))
         return result
 
     result.bounds_error = _bounds_error(result)
@@ -126,7 +130,7 @@ def livepatch_stack(task: drgn.Object, *, sp: Optional[int] = None) -> Optional[
     try:
         buf = prog.read(result.base, result.sp - result.base)
     except _UNREADABLE as e:
-        result.errors.append(f"livepatch stack at {result.base:#x} unreadable: {e}")
+        result.diagnostics.append(from_exception(STAGE, f"livepatch stack at {result.base:#x}", e))
         return result
     little = bool(prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
     fmt = "<3Q" if little else ">3Q"
@@ -138,7 +142,12 @@ def livepatch_stack(task: drgn.Object, *, sp: Optional[int] = None) -> Optional[
     return result
 
 
-def _bounds_error(lp: LivepatchStack) -> Optional[str]:
+def _bounds_error(lp: LivepatchStack) -> Optional[Diagnostic]:
+    message = _bounds_message(lp)
+    return None if message is None else corrupt(STAGE, lp.sp, message)
+
+
+def _bounds_message(lp: LivepatchStack) -> Optional[str]:
     if lp.sp < lp.base:
         return (f"livepatch_sp {lp.sp:#x} is below the empty-stack base {lp.base:#x}")
     if lp.stack_end is not None and lp.sp > lp.stack_end:

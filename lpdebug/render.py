@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 from tabulate import tabulate
 
 from .model import (
-    DiagnosticKind,
+    Diagnostic,
     FgraphEntry,
     Finding,
     Frame,
@@ -30,6 +30,7 @@ from .model import (
     LivepatchState,
     Summary,
     TaskTrace,
+    TocMap,
     TriageResult,
 )
 from .notable import notable_records
@@ -46,7 +47,8 @@ __all__ = (
     "render_shadow_stacks",
     "render_findings",
     "render_tocs",
-    "render_errors",
+    "render_diagnostics",
+    "result_line",
     "render_summary",
     "render_kernel_log",
     "render_triage",
@@ -56,6 +58,7 @@ __all__ = (
 Describe = Callable[[int], str]
 
 _TABLE_FORMAT = "simple"
+
 
 def hex_or_dash(value: Optional[int]) -> str:
     return "-" if value is None else f"{value:#x}"
@@ -91,11 +94,27 @@ def _section(title: str, body: str) -> str:
     return f"{title}\n{'-' * len(title)}\n{body}\n"
 
 
-def render_errors(errors: Iterable[str], title: str = "Could not read") -> str:
-    errors = list(errors)
-    if not errors:
+def diagnostic_line(d: Diagnostic) -> str:
+    """One diagnostic as one line: ``[stage] kind at 0xaddress: message``."""
+    where = f" at {d.address:#x}" if d.address is not None else ""
+    return f"[{d.stage}] {d.kind.value}{where}: {d.message}"
+
+
+def render_diagnostics(diagnostics: Iterable[Diagnostic], title: str = "Could not check") -> str:
+    """What could not be checked, one line each; empty when nothing."""
+    lines = [diagnostic_line(d) for d in diagnostics]
+    if not lines:
         return ""
-    return _section(title, "\n".join(f"  {e}" for e in errors))
+    return _section(f"{title} ({len(lines)})", "\n".join(f"  {line}" for line in lines))
+
+
+def result_line(findings: int, diagnostics: int) -> str:
+    """The verdict line: complete or not, and how many findings."""
+    found = f"{findings} finding{'' if findings == 1 else 's'}"
+    if diagnostics:
+        return (f"Result: INCOMPLETE ({diagnostics} thing{'' if diagnostics == 1 else 's'} "
+                f"could not be checked, listed below), {found}")
+    return f"Result: complete, {found}"
 
 
 # --- kernel -------------------------------------------------------------------
@@ -135,8 +154,12 @@ def render_transition(t: KlpTransition) -> str:
     return "\n".join(lines)
 
 
-def render_livepatch(state: LivepatchState, describe: Optional[Describe] = None) -> str:
+def render_livepatch(state: LivepatchState, describe: Optional[Describe] = None, *,
+                     diagnostics: bool = True) -> str:
+    """The livepatch state; with ``diagnostics``, what of it could not be read."""
     parts = []
+    if state.unavailable:
+        parts.append(state.unavailable + "\n")
     patch_rows = [
         (p.name, p.module or "-", _yes(p.enabled), _yes(p.transition), _yes(p.replace),
          _yes(p.forced), len(p.objects), hex_or_dash(p.address))
@@ -198,7 +221,8 @@ def render_livepatch(state: LivepatchState, describe: Optional[Describe] = None)
     parts.append(_section("Transition", render_transition(state.transition)))
     if state.shadow_count is not None:
         parts.append(f"shadow variables: {state.shadow_count}\n")
-    parts.append(render_errors(state.errors))
+    if diagnostics:
+        parts.append(render_diagnostics(state.diagnostics))
     return "\n".join(p for p in parts if p).rstrip("\n")
 
 
@@ -289,7 +313,7 @@ def render_backtrace(t: TaskTrace, describe: Optional[Describe] = None) -> str:
         ))
     lines = [task_header(t),
              _table(rows, ("#", "pc", "function [module]", "sp", "via", "unwinder saw"))]
-    lines.extend(f"  error: {e}" for e in t.errors)
+    lines.extend(f"  could not check: {diagnostic_line(d)}" for d in t.diagnostics)
     return "\n".join(lines)
 
 
@@ -314,7 +338,9 @@ def _render_livepatch_stack(stack: LivepatchStack, describe: Optional[Describe],
     head = (f"base {stack.base:#x}, livepatch_sp {stack.sp:#x}, "
             f"{len(stack.entries)} entr{'y' if len(stack.entries) == 1 else 'ies'}")
     lines = [head, _table(rows, ("#", "saved r2 (TOC)", "saved LR", "real LR", "magic"))]
-    lines.extend(f"  error: {e}" for e in stack.errors)
+    if stack.bounds_error is not None:
+        lines.append(f"  could not check: {diagnostic_line(stack.bounds_error)}")
+    lines.extend(f"  could not check: {diagnostic_line(d)}" for d in stack.diagnostics)
     return "\n".join(lines)
 
 
@@ -366,7 +392,7 @@ def _toc_text(toc: Optional[int], module: Optional[str]) -> str:
     return f"{toc:#x} [{module}]" if module else f"{toc:#x}"
 
 
-def render_tocs(tocs: Any) -> str:
+def render_tocs(tocs: Optional[TocMap], *, diagnostics: bool = True) -> str:
     """The :class:`lpdebug.toc.TocMap`: each image's TOC, where it came from and the prologue check."""
     if tocs is None:
         return "(module TOCs unavailable)"
@@ -392,9 +418,9 @@ def render_tocs(tocs: Any) -> str:
     ]
     if mismatches:
         text += "\nprologues that disagree:\n" + "\n".join(mismatches)
-    errors = getattr(tocs, "errors", [])
-    if errors:
-        text += "\n" + "\n".join(f"  error: {err}" for err in errors)
+    if diagnostics and tocs.diagnostics:
+        text += "\n" + "\n".join(f"  could not check: {diagnostic_line(d)}"
+                                  for d in tocs.diagnostics)
     return text
 
 
@@ -411,7 +437,7 @@ def _interesting(t: TaskTrace, flagged: set, blocking: set) -> bool:
         or t.on_cpu is not None
         or any(f.source == "livepatch" for f in t.frames)
         or bool(t.livepatch_stack and t.livepatch_stack.entries)
-        or bool(t.errors)
+        or bool(t.diagnostics)
     )
 
 
@@ -479,15 +505,21 @@ def render_kernel_log(log: KernelLog) -> str:
 def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
                   all_tasks: bool = False) -> str:
     """
-    The whole report, verdict first: the summary, the findings with what to
-    check next, the backtraces worth reading (tasks with findings, blocking
-    the transition, on a CPU, or with frames recovered from a shadow stack;
-    every task with ``all_tasks``), livepatch, ftrace, module TOCs, the
-    kernel, the kernel log's tail, and what could not be read.
+    The whole report, verdict first: the summary (complete or not, crashed
+    or not, ...), what could not be checked, the findings with what to check
+    next, the backtraces worth reading (crashed first, then tasks with
+    findings, blocking the transition, on a CPU, or with frames recovered
+    from a shadow stack; every task with ``all_tasks``), livepatch, ftrace,
+    module TOCs, the kernel and the kernel log's tail.
     """
-    out = []
+    from .diagnostics import all_diagnostics
+
+    diagnostics = list(all_diagnostics(result))
+    head = result_line(len(result.findings), len(diagnostics))
+    out = [head + "\n"]
     if result.summary is not None:
         out.append(_section("Summary", render_summary(result.summary, result.kernel)))
+    out.append(render_diagnostics(diagnostics))
     out.append(_section(f"Findings ({len(result.findings)})", render_findings(result.findings)))
 
     flagged = {f.pid for f in result.findings if f.pid is not None}
@@ -501,9 +533,8 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
     body = "\n\n".join(render_backtrace(t, describe) for t in shown) or "(none)"
     out.append(_section(title, body))
 
-    out.append(render_livepatch(result.livepatch, describe) + "\n")
+    out.append(render_livepatch(result.livepatch, describe, diagnostics=False) + "\n")
     ops_names = {o.address: _name(o.func_symbol, o.owner) for o in result.ftrace.ops}
-    out.append("")
     out.append(_section("ftrace_ops", render_ftrace_ops(result.ftrace.ops)))
     records = notable_records(result.ftrace, result.livepatch, result.findings)
     title = ("dyn_ftrace records that matter (attached to a filtered ftrace_ops, "
@@ -511,16 +542,12 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
     note = (f"\n{len(records)} shown of {result.ftrace.total_records} in the kernel; "
             "the records command lists them all")
     out.append(_section(title, render_records(records, ops_names=ops_names) + note))
-    out.append(render_errors(result.ftrace.errors))
+    if result.ftrace.unavailable:
+        out.append(result.ftrace.unavailable + "\n")
     tocs = result.tocs
     if tocs is not None:
-        out.append(_section("Module TOCs", render_tocs(tocs)))
+        out.append(_section("Module TOCs", render_tocs(tocs, diagnostics=False)))
     out.append(_section("Kernel", render_kernel(result.kernel)))
     if result.kernel_log is not None:
         out.append(_section("Kernel log", render_kernel_log(result.kernel_log)))
-    out.append(render_errors(result.errors))
-    out.append(render_errors(
-        (f"{d.stage}: {d.message}" for d in result.diagnostics if d.kind == DiagnosticKind.FILTERED),
-        "Excluded by the dump's filter",
-    ))
     return "\n".join(p for p in out if p).rstrip("\n") + "\n"

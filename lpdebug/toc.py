@@ -38,12 +38,13 @@ a function descriptor) and is not cross-checked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import drgn
 
+from .diagnostics import from_exception, unsupported
 from .kernel import elf_abi, has_member, is_ppc64
+from .model import VMLINUX, ModuleToc, PrologueMismatch, TocMap
 from .ppc64 import TOC_BIAS, is_toc_prologue, prologue_value
 
 # drgn refuses addresses it cannot translate (hash-MMU module memory without
@@ -61,57 +62,13 @@ __all__ = (
     "vmlinux_toc",
 )
 
-# Name lpdebug gives the kernel image wherever a module name is expected.
-VMLINUX = "vmlinux"
+STAGE = "tocs"
+
 
 # The vmlinux functions tried for the prologue cross-check, any that exists.
 VMLINUX_PROBES = ("schedule", "msleep", "kthread", "printk", "_printk", "panic")
 # Enough functions to catch a disagreement without decoding all of a large module.
 MAX_PROLOGUES = 64
-
-
-@dataclass
-class ModuleToc:
-    module: str  # module name, or VMLINUX
-    toc: Optional[int]
-    # where toc came from: "arch.toc", ".toc", ".stubs", "paca", ".TOC.", "__toc_start"
-    source: Optional[str]
-    reason: Optional[str] = None  # why toc is None
-    section_address: Optional[int] = None  # of the section the TOC derives from
-    prologue_toc: Optional[int] = None  # from the first function with a TOC prologue
-    prologue_function: Optional[str] = None
-    prologue_address: Optional[int] = None
-    prologues_checked: int = 0
-    # (function, global entry, TOC its prologue computes) where that is not ``toc``
-    prologue_mismatches: List[Tuple[str, int, int]] = field(default_factory=list)
-    prologue_note: Optional[str] = None  # why no prologue was checked
-
-
-@dataclass
-class TocMap:
-    """Every image's TOC, both ways. Plain data: no target access."""
-
-    tocs: Dict[str, ModuleToc] = field(default_factory=dict)
-    errors: List[str] = field(default_factory=list)
-
-    def toc_of(self, module: Optional[str]) -> Optional[int]:
-        """TOC of ``module`` (None or VMLINUX for the kernel); None when unknown."""
-        entry = self.tocs.get(module or VMLINUX)
-        return entry.toc if entry else None
-
-    def owners(self, value: int) -> List[str]:
-        """Images whose TOC is ``value`` (at most one on a sane kernel)."""
-        return sorted(name for name, entry in self.tocs.items() if entry.toc == value)
-
-    def toc_owner(self, value: Optional[int]) -> Optional[str]:
-        """The image whose TOC is ``value`` (names joined by ``,`` if several), or None."""
-        if value is None:
-            return None
-        names = self.owners(value)
-        return ",".join(names) if names else None
-
-    def __iter__(self) -> Iterator[ModuleToc]:
-        return iter(self.tocs.values())
 
 
 def prologue_toc(prog: drgn.Program, gep: int) -> Optional[int]:
@@ -232,7 +189,7 @@ def _cross_check(prog: drgn.Program, entry: ModuleToc,
         if entry.prologue_toc is None:
             entry.prologue_toc, entry.prologue_function, entry.prologue_address = value, fname, gep
         if entry.toc is not None and value != entry.toc:
-            entry.prologue_mismatches.append((fname, gep, value))
+            entry.prologue_mismatches.append(PrologueMismatch(fname, gep, value))
     if not entry.prologues_checked and entry.prologue_note is None:
         entry.prologue_note = "no function with an addis r2,r12 / addi r2,r2 prologue was readable"
 
@@ -249,14 +206,14 @@ def module_tocs(prog: drgn.Program, *, cross_check: bool = True) -> TocMap:
     """
     vmlinux's and every loaded module's TOC, each cross-checked (on ELFv2)
     against its functions' global-entry prologues. Problems go to
-    ``errors`` and the modules' ``reason``/``prologue_note``; never raises
+    ``diagnostics`` and the modules' ``reason``/``prologue_note``; never raises
     for bad memory.
     """
     from drgn.helpers.linux.module import for_each_module
 
     result = TocMap()
     if not is_ppc64(prog):
-        result.errors.append("the target is not ppc64: it has no TOCs")
+        result.diagnostics.append(unsupported(STAGE, "the target is not ppc64: it has no TOCs"))
         return result
     check = cross_check and elf_abi(prog) == 2
     entry = vmlinux_toc(prog)
@@ -266,13 +223,14 @@ def module_tocs(prog: drgn.Program, *, cross_check: bool = True) -> TocMap:
     try:
         modules = list(for_each_module(prog))
     except (LookupError, *_UNREADABLE) as e:
-        result.errors.append(f"module list unreadable: {e}")
+        result.diagnostics.append(from_exception(STAGE, "module list", e))
         modules = []
     for mod in modules:
         try:
             entry = module_toc(mod)
         except (LookupError, *_UNREADABLE) as e:
-            result.errors.append(f"module at {mod.value_():#x}: TOC unreadable: {e}")
+            result.diagnostics.append(from_exception(STAGE, f"TOC of module at {mod.value_():#x}", e,
+                                                     mod.value_()))
             continue
         result.tocs[entry.module] = entry
         if not check:

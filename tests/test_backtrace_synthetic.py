@@ -12,7 +12,7 @@ import pytest
 
 from lpdebug.backtrace import cpu_stop, frame_at, resolve_return_addresses
 from lpdebug.checks import cpu_exemption
-from lpdebug.model import FgraphEntry, LivepatchStackEntry
+from lpdebug.model import DiagnosticKind, FgraphEntry, LivepatchStackEntry
 from synthetic import ARENA_BASE, FAULT_ADDRESS, MockKernel
 
 pytestmark = pytest.mark.synthetic
@@ -68,15 +68,17 @@ def test_synthetic_unmatched_shadow_entries_are_reported_and_no_frame_invented()
                                         True, errors)
     assert len(resolved) == 3
     assert resolved[1].pc == RTH and resolved[2].pc == LPH_RET
-    assert "no ret_stack entry for retp 0x1100" in errors[0]
-    assert "no entry left" in errors[1]
+    assert "no ret_stack entry for retp 0x1100" in errors[0].message
+    assert "no entry left" in errors[1].message
+    assert [(e.stage, e.kind, e.address) for e in errors] == [
+        ("tasks", DiagnosticKind.CORRUPT, 0x1100), ("tasks", DiagnosticKind.CORRUPT, 0x1200)]
 
 
 def test_synthetic_leftover_livepatch_entries_are_reported():
     errors = []
     resolve_return_addresses([(0x100, 0x1000, False)], [], [_lp(0xAAA0)], RTH, _in_lph, True,
                              errors)
-    assert "match no frame" in errors[0]
+    assert "match no frame" in errors[0].message and errors[0].kind is DiagnosticKind.CORRUPT
 
 
 def test_synthetic_interrupted_pc_is_never_replaced():
@@ -119,10 +121,12 @@ def test_synthetic_faulting_reads_become_errors():
     mk, text = _text_kernel(True, 0xE8410018)
     errors = []
     frame = frame_at(mk.prog, 2, FAULT_ADDRESS, ARENA_BASE, errors=errors)
-    assert not frame.toc_restore and "unreadable" in errors[0]
+    assert not frame.toc_restore and "unreadable" in errors[0].message
+    assert (errors[0].kind, errors[0].address) == (DiagnosticKind.UNREADABLE, FAULT_ADDRESS)
     errors = []
     frame = frame_at(mk.prog, 2, text + 0x20, FAULT_ADDRESS, errors=errors)
-    assert frame.toc_restore and frame.toc_slot is None and "TOC save slot" in errors[0]
+    assert frame.toc_restore and frame.toc_slot is None and "TOC save slot" in errors[0].message
+    assert errors[0].kind is DiagnosticKind.UNREADABLE
 
 
 def _exemption_kernel():

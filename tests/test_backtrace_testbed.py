@@ -319,7 +319,7 @@ def test_fgraph_frames_resolved_by_retp(name):
     rth = return_to_handler_address(prog)
     resolved = 0
     for trace in traces(name):
-        assert trace.ret_stack_errors == [], (trace.pid, trace.ret_stack_errors)
+        assert trace.ret_stack_diagnostics == [], (trace.pid, trace.ret_stack_diagnostics)
         by_address = {e.address: e for e in trace.ret_stack}
         for frame in trace.frames:
             assert frame.pc != rth, f"pid {trace.pid} frame {frame.index} left unresolved"

@@ -12,7 +12,7 @@ import pytest
 
 from lpdebug.checks import (all_findings, check_crashed_cpus, check_frames,
                             check_livepatch_stack, check_shadow_stacks, check_tocs, cpu_exemption)
-from lpdebug.model import (CpuStop, Frame, KlpFunc, KlpObject, KlpPatch, LivepatchStack,
+from lpdebug.model import (CpuStop, Diagnostic, DiagnosticKind, Frame, KlpFunc, KlpObject, KlpPatch, LivepatchStack,
                            LivepatchStackEntry, LivepatchState, TaskTrace)
 from lpdebug.toc import VMLINUX, ModuleToc, TocMap
 
@@ -202,9 +202,13 @@ def test_synthetic_cpu_exemption_policy(facts, reason):
 
 def test_synthetic_shadow_stack_findings():
     trace = _trace([], entries=[_entry(VICTIM_TOC, 0x1, magic=0xDEAD)])
-    trace.livepatch_stack.bounds_error = "livepatch_sp is above the task's stack pointer"
-    trace.ret_stack_errors = ["ret_stack inconsistent: word 3 has type 3",
-                              "ret_stack at 0x10 unreadable: fault"]
+    trace.livepatch_stack.bounds_error = Diagnostic(
+        "tasks", DiagnosticKind.CORRUPT, 0x20, "livepatch_sp is above the task's stack pointer")
+    # the kind decides, never the text: an "unreadable" message of a corrupt stack is no fault
+    trace.ret_stack_diagnostics = [
+        Diagnostic("tasks", DiagnosticKind.CORRUPT, 0x18, "ret_stack inconsistent: unreadable"),
+        Diagnostic("tasks", DiagnosticKind.UNREADABLE, 0x10, "ret_stack at 0x10: fault"),
+        Diagnostic("tasks", DiagnosticKind.MISSING_DEBUG_INFO, None, "no struct ftrace_ret_stack")]
     kinds = sorted(f.kind for f in check_livepatch_stack(trace, TOCS, None)
                    + check_shadow_stacks(trace))
     assert kinds == ["livepatch_stack_bad_magic", "livepatch_stack_out_of_bounds",
@@ -220,6 +224,7 @@ def test_synthetic_prologue_mismatch_finding():
 
 def test_synthetic_all_findings_without_tocs_still_checks_shadow_stacks():
     trace = _trace([], entries=[_entry(VICTIM_TOC, 0x1, magic=0)])
-    trace.ret_stack_errors = ["ret_stack inconsistent: x"]
+    trace.ret_stack_diagnostics = [Diagnostic("tasks", DiagnosticKind.CORRUPT, None,
+                                              "ret_stack inconsistent: x")]
     assert [f.kind for f in all_findings(None, [trace], None, None)] == [
         "livepatch_stack_bad_magic", "ret_stack_inconsistent"]

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
 The ``lpdebug`` command line: help, exit codes (0 no findings, 1 findings, 2
-errors with one line on stderr), and every scenario vmcore of the testbed
+errors with one line on stderr, 3 incomplete), and every scenario vmcore of the testbed
 checked against what the guest's own sysfs and tracefs said (truth/).
 """
 
@@ -61,6 +61,10 @@ def test_help_reads_like_a_man_page():
     out = proc.stdout
     for heading in ("usage:", "commands:", "targets", "examples:", "exit status:"):
         assert heading in out, heading
+    statuses = out[out.index("exit status:"):]
+    for status in ("0  complete, no findings", "1  complete, with findings", "2  error",
+                   "3  incomplete"):
+        assert status in statuses, status
     for command in COMMANDS:
         assert re.search(rf"^\s+{command}\s+\S", out, re.M), command
     assert "lpdebug triage -c vmcore -s vmlinux" in out
@@ -194,7 +198,8 @@ def test_triage_json_on_every_scenario(name):
     assert "Traceback" not in proc.stderr
     doc = json.loads(proc.stdout)
     validate_triage(doc)
-    # exit status follows the findings
+    # a real capture is read completely, and the exit status follows the findings
+    assert doc["diagnostics"] == []
     assert proc.returncode == (1 if doc["findings"] else 0)
     if name == "settled":
         assert proc.returncode == 0
@@ -336,6 +341,29 @@ def test_readme_examples_are_what_lpdebug_prints(command):
     proc = run_cli(command, "--sample", str(SAMPLE_VICTIM_PID))
     assert proc.returncode == 0, proc.stderr
     assert block.strip() in proc.stdout, "README.md's example is not lpdebug's output any more"
+
+
+@pytest.mark.parametrize("stage, walker", [
+    ("checks", "lpdebug.checks.all_findings"),
+    ("livepatch", "lpdebug.livepatch.livepatch_state"),
+])
+def test_a_failing_stage_exits_3_and_the_report_says_so_first(monkeypatch, capsys, stage,
+                                                              walker):
+    from lpdebug.commands import cli
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(walker, fail)
+    assert cli.run(["triage", "--sample"]) == 3
+    out = capsys.readouterr().out
+    # without livepatch state, the livepatch-stack check says it cannot identify a replacement
+    assert re.match(r"Result: INCOMPLETE \(1 thing could not be checked, listed below\), "
+                    r"\d+ findings?\n", out), out[:200]
+    assert f"[{stage}] stage_failed: " in out and "RuntimeError: injected" in out
+    assert cli.run(["triage", "--sample", "--json"]) == 3
+    doc = json.loads(capsys.readouterr().out)
+    assert [(d["stage"], d["kind"]) for d in doc["diagnostics"]] == [(stage, "stage_failed")]
 
 
 def test_too_old_drgn_exits_2_with_one_line(monkeypatch, capsys):

@@ -109,6 +109,25 @@ def test_too_old_drgn_is_refused_with_a_clear_message(monkeypatch, caplog):
 # --- on a testbed vmcore --------------------------------------------------------------
 
 
+def test_commands_return_the_exit_status(monkeypatch, capsys):
+    from drgn.commands import run_command
+
+    import lpdebug.commands.drgn_plugin  # noqa: F401 (registers the commands)
+    from lpdebug import sample
+
+    prog = sample.open_sample()
+    assert run_command(prog, "lptriage") == 0
+    assert run_command(prog, "lpbt 48") == 0
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr("lpdebug.toc.module_tocs", fail)
+    assert run_command(prog, "lptriage") == 3
+    assert run_command(prog, "lptoc") == 3
+    assert "[tocs] stage_failed" in capsys.readouterr().out
+
+
 @pytest.mark.testbed
 def test_lptriage_json_equals_the_cli():
     drgn_run = drgn_exec("settled", "from drgn.commands import run_command\n"

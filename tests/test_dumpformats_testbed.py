@@ -24,7 +24,7 @@ import pytest
 
 from drgn.helpers.linux.pid import find_task
 
-from lpdebug import dumpfile, kernel, target, triage
+from lpdebug import dumpfile, kernel, report, schema, target
 from lpdebug.model import DiagnosticKind
 from testbed import scenario
 
@@ -42,8 +42,8 @@ DERIVED = (
 def _triaged(name):
     s = scenario(name)
     prog = target.open_vmcore(s["vmcore"], [s["vmlinux"], *s["modules"]], default_debug_info=False)
-    result = triage.triage(prog, all_records=True)
-    return prog, result, triage.dumps(result)
+    result = report.triage(prog, all_records=True)
+    return prog, result, schema.dumps(result)
 
 
 @pytest.mark.parametrize("name", DERIVED)
@@ -142,7 +142,7 @@ def _triage_with_pages_from(name, twin, vmcore=None):
 
         prog.add_memory_segment(start, end - start, from_raw, True)
         prog.add_memory_segment(kernel.LINEAR_MAP_BASE + start, end - start, from_raw)
-    return triage.dumps(triage.triage(prog, all_records=True))
+    return schema.dumps(report.triage(prog, all_records=True))
 
 
 def test_kdump_files_defeat_drgn_alone_on_4k_kernels():
@@ -184,7 +184,7 @@ def test_a_page_the_report_needs_filtered_out_is_named_never_corruption(name, tm
     vmcore = str(tmp_path / "vmcore")
     _drop_page(s["vmcore"], vmcore, page)
     prog = target.open_vmcore(vmcore, [s["vmlinux"], *s["modules"]], default_debug_info=False)
-    result = triage.triage(prog, all_records=True)
+    result = report.triage(prog, all_records=True)
     filtered = [d for d in result.diagnostics if d.kind == DiagnosticKind.FILTERED]
     assert filtered, "the dropped page was needed and is not reported"
     assert all(page <= (d.address - kernel.LINEAR_MAP_BASE) % (1 << 60) < page + s["page_size"]
@@ -193,5 +193,5 @@ def test_a_page_the_report_needs_filtered_out_is_named_never_corruption(name, tm
     new = [f for f in result.findings if f.kind not in {g.kind for g in raw_result.findings}]
     assert all(f.kind == "unreadable_memory" and "excluded from the dump" in f.message for f in new), \
         f"reading the filtered page made a finding other than 'unreadable': {new}"
-    assert triage.dumps(result) != raw_text
+    assert schema.dumps(result) != raw_text
     assert _triage_with_pages_from(name, s["derived_from"], vmcore) == raw_text

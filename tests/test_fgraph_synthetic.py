@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from lpdebug.fgraph import FgraphCursor, fgraph_ret_addr, read_ret_stack
-from lpdebug.model import FgraphEntry
+from lpdebug.model import DiagnosticKind, FgraphEntry
 from synthetic import FAULT_ADDRESS, MockKernel
 
 pytestmark = pytest.mark.synthetic
@@ -74,7 +74,8 @@ def test_synthetic_array_layout_empty_and_out_of_range():
     assert read_ret_stack(task) == ([], [])
     task, _ = _array_task(mk, [], 50)
     entries, errors = read_ret_stack(task)
-    assert entries == [] and "outside the array" in errors[0]
+    assert entries == [] and "outside the array" in errors[0].message
+    assert errors[0].kind is DiagnosticKind.CORRUPT and errors[0].stage == "tasks"
 
 
 def _offset_kernel():
@@ -134,7 +135,8 @@ def test_synthetic_offset_layout_reports_an_offset_beyond_the_stack():
     shadow.words[-1] = (1 << 12) | (1 << 10) | 0x3FF  # points 1023 words back
     task, _ = _offset_task(mk, shadow.words)
     entries, errors = read_ret_stack(task)
-    assert entries == [] and "ret_stack inconsistent" in errors[0] and "points 1023" in errors[0]
+    assert entries == [] and "ret_stack inconsistent" in errors[0].message
+    assert "points 1023" in errors[0].message and errors[0].kind is DiagnosticKind.CORRUPT
 
 
 def test_synthetic_offset_layout_reports_bad_type_bits_and_keeps_the_newer_frames():
@@ -146,7 +148,7 @@ def test_synthetic_offset_layout_reports_bad_type_bits_and_keeps_the_newer_frame
     task, _ = _offset_task(mk, shadow.words)
     entries, errors = read_ret_stack(task)
     assert [e.ret for e in entries] == [0x20]
-    assert "has type 3" in errors[0]
+    assert "has type 3" in errors[0].message and errors[0].kind is DiagnosticKind.CORRUPT
 
 
 def test_synthetic_offset_layout_reports_a_frame_without_its_bitmap_word():
@@ -156,25 +158,27 @@ def test_synthetic_offset_layout_reports_a_frame_without_its_bitmap_word():
     shadow.words[4] = 0x1234  # the frame's own word, overwritten
     task, _ = _offset_task(mk, shadow.words)
     entries, errors = read_ret_stack(task)
-    assert entries == [] and "not followed by its bitmap word" in errors[0]
+    assert entries == [] and "not followed by its bitmap word" in errors[0].message
 
 
 def test_synthetic_offset_layout_reports_a_current_offset_beyond_the_page():
     mk = _offset_kernel()
     task, _ = _offset_task(mk, [], curr=4096)
     entries, errors = read_ret_stack(task)
-    assert entries == [] and "outside the shadow stack of 512 words" in errors[0]
+    assert entries == [] and "outside the shadow stack of 512 words" in errors[0].message
 
 
 def test_synthetic_unreadable_ret_stack_is_reported_not_raised():
     mk = _offset_kernel()
     task = _obj(mk, mk.new("struct task_struct", curr_ret_stack=10, ret_stack=FAULT_ADDRESS))
     entries, errors = read_ret_stack(task)
-    assert entries == [] and "unreadable" in errors[0]
+    assert entries == [] and "unreadable" in errors[0].message
+    assert errors[0].kind is DiagnosticKind.UNREADABLE and errors[0].address is not None
     mk2 = _array_kernel()
     task = _obj(mk2, mk2.new("struct task_struct", curr_ret_stack=3, ret_stack=FAULT_ADDRESS))
     entries, errors = read_ret_stack(task)
-    assert entries == [] and "unreadable" in errors[0]
+    assert entries == [] and "unreadable" in errors[0].message
+    assert errors[0].kind is DiagnosticKind.UNREADABLE and errors[0].address is not None
 
 
 def test_synthetic_kernel_without_fgraph_gives_nothing():

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
+import lpdebug as tr
 from lpdebug import kernel, sample
-from lpdebug import triage as tr
 
 pytestmark = pytest.mark.fixtures
 

@@ -26,7 +26,7 @@ import pytest
 
 import lpdebug
 from lpdebug import sample
-from lpdebug import triage as tr
+import lpdebug as tr
 
 pytestmark = pytest.mark.fixtures
 

@@ -11,6 +11,7 @@ import pytest
 import drgn
 
 from lpdebug import ftrace
+from lpdebug.model import DiagnosticKind
 from synthetic import FAULT_ADDRESS, MockKernel, define_list_head
 
 pytestmark = pytest.mark.synthetic
@@ -171,10 +172,11 @@ def test_all_records_and_faulting_page_synthetic():
     mk.set(bad, "struct ftrace_page", "records", FAULT_ADDRESS)
     errors = []
     timings = {}
-    recs = ftrace.ftrace_records(mk.prog, all_records=True, errors=errors, timings=timings)
+    recs = ftrace.ftrace_records(mk.prog, all_records=True, diagnostics=errors, timings=timings)
     assert [r.ip for r in recs] == [TEXT + 8, TEXT + 0x108, MOD_TEXT + 8]
     assert recs[2].flags == ["DISABLED"] and recs[2].symbol is None
-    assert len(errors) == 1 and "unreadable" in errors[0]
+    assert len(errors) == 1 and "unreadable" in errors[0].message
+    assert (errors[0].stage, errors[0].kind) == ("ftrace", DiagnosticKind.UNREADABLE)
     assert timings["count"] == 3
 
 
@@ -190,8 +192,9 @@ def test_cyclic_ops_list_and_page_chain_synthetic():
     state = ftrace.ftrace_state(mk.prog)
     assert [o.address for o in state.ops] == [b, a]
     assert [r.symbol for r in state.records] == ["func_a", "func_b"]
-    assert any("ftrace_ops_list: cycle" in e for e in state.errors)
-    assert any("ftrace pages: cycle" in e for e in state.errors)
+    assert any("ftrace_ops_list: cycle" in e.message for e in state.diagnostics)
+    assert any("ftrace pages: cycle" in e.message for e in state.diagnostics)
+    assert {e.kind for e in state.diagnostics} == {DiagnosticKind.CYCLE}
 
 
 def test_kernel_without_ftrace_synthetic():
@@ -199,4 +202,5 @@ def test_kernel_without_ftrace_synthetic():
     define_list_head(mk)
     state = ftrace.ftrace_state(mk.prog)
     assert state.ops == [] and state.records == []
-    assert state.errors == ["the kernel has no ftrace (no struct ftrace_ops)"]
+    assert state.unavailable == "the kernel has no ftrace (no struct ftrace_ops)"
+    assert state.diagnostics == []

@@ -50,7 +50,7 @@ def as_lines(records, flag, flag_bits):
 def test_enabled_functions_match_records(name):
     truth = parse_tracefs(os.path.join(scenario(name)["truth"], "enabled_functions"))
     errors = []
-    records = ftrace.ftrace_records(open_scenario(name), errors=errors)
+    records = ftrace.ftrace_records(open_scenario(name), diagnostics=errors)
     ours = as_lines(records, "ENABLED", ftrace.record_flag_bits(open_scenario(name)))
     assert errors == []
     assert sum(truth.values()) > 0

@@ -167,16 +167,17 @@ def drgn_command_over_qmp(live, command):
                           capture_output=True, text=True, timeout=900)
 
 
-def gdb_batch(live, *commands, timeout=1800):
+def gdb_batch(live, *commands, timeout=1800, lp_symbols=True):
     """gdb-multiarch in batch mode on the guest's gdbstub, running lp-* ``commands``;
-    returns each command's output."""
+    returns each command's output. With ``lp_symbols``, the modules' debug info is given
+    with lp-symbols first."""
     purelib = sysconfig.get_paths()["purelib"]
     argv = ["gdb-multiarch", "-nx", "-batch", live["vmlinux"],
             "-ex", "set pagination off", "-ex", "set width 0",
             "-ex", f"target remote :{live['gdb_port']}",
             "-ex", f"python import site; site.addsitedir({purelib!r})",
             "-ex", "python import lpdebug.commands.gdb"]
-    for ko in live["modules"]:
+    for ko in live["modules"] if lp_symbols else []:
         argv += ["-ex", f"lp-symbols {ko}"]
     for i, command in enumerate(commands):
         argv += ["-ex", f"echo @@LP-OUTPUT-{i}@@\\n", "-ex", command]
@@ -229,6 +230,27 @@ def test_gdb_commands(live):
         assert name in patches, (name, patches, proc.stderr[-2000:])
     assert re.search(r"lpd_lp_thread\+0x[0-9a-f]+ \[lpd_victim\]\s+\S+\s+livepatch", bt), bt
     assert "examples:" in helptext and "lp-bt 1" in helptext
+
+
+_MODULES_WITH_DEBUG_INFO = (
+    "python import lpdebug.commands.gdb as g; "
+    "print('DEBUG-INFO', sorted(m.name for m in g._session.prog.modules() "
+    "if m.debug_file_path and m.name != 'kernel'))")
+
+
+def test_gdb_program_follows_add_symbol_file(live):
+    """A module added with add-symbol-file after the first lp-* command is in the next one."""
+    pid = _victim_pid(live)
+    victim = next(ko for ko in live["modules"] if os.path.basename(ko) == "lpd_victim.ko")
+    (_, info_before, _, bt, info_after), proc = gdb_batch(
+        live, f"lp-bt {pid}", _MODULES_WITH_DEBUG_INFO, f"add-symbol-file {victim} 0",
+        f"lp-bt {pid}",
+        _MODULES_WITH_DEBUG_INFO + "; print('STATUS', gdb.parse_and_eval('$lp_status'))",
+        lp_symbols=False)
+    assert "'lpd_victim'" not in re.search(r"DEBUG-INFO (.*)", info_before).group(1), info_before
+    assert "'lpd_victim'" in re.search(r"DEBUG-INFO (.*)", info_after).group(1), info_after
+    assert re.search(r"lpd_lp_thread\+0x[0-9a-f]+ \[lpd_victim\]\s+\S+\s+livepatch", bt), bt
+    assert "STATUS 0" in info_after, info_after
 
 
 def _victim_pid(live):

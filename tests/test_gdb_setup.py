@@ -6,6 +6,7 @@ commands with their help, and reports a missing target in one line.
 No guest needed; tests/test_gdb_live.py runs the commands on one.
 """
 
+import re
 import subprocess
 import sysconfig
 
@@ -75,3 +76,24 @@ def test_output_goes_to_a_file_or_through_a_pipe(tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr
     assert out.read_text() == "report\nPIPED\n"
     assert "TO GDB\n" in proc.stdout
+
+
+def test_the_program_follows_gdbs_objfiles():
+    """add-symbol-file after the program was built, and dropping the objfiles
+    (symbol-file), make the next command build the program anew."""
+    from lpdebug import sample
+
+    paths = sample.sample_paths()
+    ko = paths["modules"][0]
+    show = ("python import lpdebug.commands.gdb as g; "
+            "print('STATE', g._session.prog is not None, g._session.stale)")
+    built = ("python import lpdebug.commands.gdb as g; "
+             "g._session.prog, g._session.stale = object(), None")
+    proc = gdb_batch(f"file {paths['vmlinux']}", built, show,
+                     f"add-symbol-file {ko} 0", show,
+                     built, "symbol-file", show)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    states = [line for line in proc.stdout.splitlines() if line.startswith("STATE")]
+    assert states[0] == "STATE True None", proc.stdout
+    assert re.fullmatch(r"STATE True gdb added .*lpd_victim\.ko", states[1]), proc.stdout
+    assert states[2] == "STATE True gdb dropped its objfiles", proc.stdout

@@ -13,6 +13,7 @@ import drgn
 import pytest
 
 from lpdebug import kernel, target
+from lpdebug.model import DiagnosticKind
 from synthetic import MockKernel
 from test_livepatch_testbed import LIVEPATCH_SCENARIOS, NO_LIVEPATCH_SCENARIOS, open_scenario
 from testbed import scenario
@@ -25,7 +26,7 @@ ALL = LIVEPATCH_SCENARIOS + NO_LIVEPATCH_SCENARIOS
 def test_kernel_info_matches_the_guest(name):
     s = scenario(name)
     info = kernel.kernel_info(open_scenario(name))
-    assert info.errors == []
+    assert info.diagnostics == []
     assert info.release == open(os.path.join(s["truth"], "uname_r")).read().strip()
     assert info.arch == "ppc64le" and info.elf_abi == 2
     assert info.page_size == s["page_size"]
@@ -79,8 +80,10 @@ def test_non_ppc64_target_synthetic():
     mk = _mock(arch=drgn.Architecture.X86_64, vmcoreinfo=b"OSRELEASE=6.12.0\nNUMBER(RADIX_MMU)=1\n")
     info = kernel.kernel_info(mk.prog)
     assert info.arch == "x86_64" and info.mmu is None and info.elf_abi is None
-    assert any("not ppc64" in e for e in info.errors)
-    assert any("no kernel debug info" in e for e in info.errors)
+    assert any("not ppc64" in e.message and e.kind is DiagnosticKind.UNSUPPORTED
+               for e in info.diagnostics)
+    assert any("no kernel debug info" in e.message and e.kind is DiagnosticKind.MISSING_DEBUG_INFO
+               for e in info.diagnostics)
 
 
 @pytest.mark.synthetic
@@ -119,13 +122,18 @@ def test_walk_list_reports_cycles_and_faults_synthetic():
     for it in items:
         mk.list_add_tail(head, it + 8)
     errors = []
-    walked = kernel.walk_list(mk.prog["items"], "struct item", "node", errors, "items")
+    walked = kernel.walk_list(mk.prog["items"], "struct item", "node", errors, "items",
+                              stage="t")
     assert [i.value.value_() for i in walked] == [0, 1, 2]
     assert errors == []
     mk.write_int(items[2] + 8, items[1] + 8)  # 2 -> 1: a cycle that never reaches the head
-    assert len(list(kernel.walk_list(mk.prog["items"], "struct item", "node", errors, "items"))) == 3
-    assert len(errors) == 1 and "cycle" in errors[0]
+    walked = kernel.walk_list(mk.prog["items"], "struct item", "node", errors, "items", stage="t")
+    assert len(list(walked)) == 3
+    assert len(errors) == 1 and "cycle" in errors[0].message
+    assert (errors[0].stage, errors[0].kind) == ("t", DiagnosticKind.CYCLE)
     mk.write_int(items[1] + 8, FAULT_ADDRESS)
     errors = []
-    assert len(list(kernel.walk_list(mk.prog["items"], "struct item", "node", errors, "items"))) == 2
-    assert len(errors) == 1 and "unreadable" in errors[0]
+    walked = kernel.walk_list(mk.prog["items"], "struct item", "node", errors, "items", stage="t")
+    assert len(list(walked)) == 2
+    assert len(errors) == 1 and "unreadable" in errors[0].message
+    assert errors[0].kind is DiagnosticKind.UNREADABLE

@@ -12,6 +12,7 @@ import drgn
 import pytest
 
 from lpdebug.livepatch_stack import STACK_END_MAGIC, livepatch_stack
+from lpdebug.model import DiagnosticKind
 from synthetic import FAULT_ADDRESS, MockKernel
 
 pytestmark = pytest.mark.synthetic
@@ -57,7 +58,7 @@ def test_synthetic_two_entries_oldest_first():
     task, stack, base = _task(mk, [(0x1000, 0xAAA0, STACK_END_MAGIC),
                                    (0x2000, 0xBBB0, STACK_END_MAGIC)])
     lp = livepatch_stack(task)
-    assert lp.bounds_error is None and lp.errors == []
+    assert lp.bounds_error is None and lp.diagnostics == []
     assert (lp.base, lp.sp, lp.stack_start, lp.stack_end) == (
         base, base + 48, stack, stack + THREAD_SIZE)
     assert [(e.address, e.toc, e.lr, e.real_lr, e.magic_ok) for e in lp.entries] == [
@@ -105,7 +106,8 @@ def test_synthetic_out_of_bounds_livepatch_sp(sp_delta, ksp_offset, words):
     task, _, _ = _task(mk, [(0x1000, 0xAAA0, STACK_END_MAGIC)], sp_delta=sp_delta,
                        ksp_offset=ksp_offset)
     lp = livepatch_stack(task)
-    assert lp.bounds_error is not None and words in lp.bounds_error
+    assert lp.bounds_error is not None and words in lp.bounds_error.message
+    assert (lp.bounds_error.kind, lp.bounds_error.address) == (DiagnosticKind.CORRUPT, lp.sp)
     assert lp.entries == []
 
 
@@ -120,7 +122,8 @@ def test_synthetic_unreadable_task_is_reported_not_raised():
     mk = _kernel()
     task = drgn.Object(mk.prog, mk.type("struct task_struct *"), FAULT_ADDRESS)
     lp = livepatch_stack(task)
-    assert lp.entries == [] and "unreadable" in lp.errors[0]
+    assert lp.entries == [] and "unreadable" in lp.diagnostics[0].message
+    assert lp.diagnostics[0].kind is DiagnosticKind.UNREADABLE
 
 
 def test_synthetic_kernel_without_livepatch_stack():

@@ -13,7 +13,7 @@ import pytest
 import drgn
 
 from lpdebug import livepatch
-from lpdebug.model import Frame, TaskTrace
+from lpdebug.model import DiagnosticKind, Frame, TaskTrace
 from synthetic import FAULT_ADDRESS, MockKernel, define_list_head
 
 pytestmark = pytest.mark.synthetic
@@ -105,7 +105,7 @@ def test_list_layout_patches_objects_funcs_synthetic():
     mk = MockKernel()
     built = build_list_layout(mk)
     state = livepatch.livepatch_state(mk.prog)
-    assert state.errors == []
+    assert state.diagnostics == []
     assert [p.name for p in state.patches] == ["livepatch_sample", "livepatch_sample2"]
     first, second = state.patches
     assert (first.enabled, first.replace, first.transition) == (True, False, False)
@@ -177,7 +177,8 @@ def test_cyclic_patch_list_is_bounded_and_reported_synthetic():
     mk.write_int(built["livepatch_sample2"][0] + lo, built["livepatch_sample"][0] + lo)
     state = livepatch.livepatch_state(mk.prog)
     assert [p.name for p in state.patches] == ["livepatch_sample", "livepatch_sample2"]
-    assert any("cycle" in e and "klp_patches" in e for e in state.errors)
+    assert any("cycle" in e.message and "klp_patches" in e.message and e.kind is DiagnosticKind.CYCLE
+               for e in state.diagnostics)
 
 
 def test_faulting_object_list_keeps_the_rest_synthetic():
@@ -189,7 +190,8 @@ def test_faulting_object_list_keeps_the_rest_synthetic():
     assert [p.name for p in state.patches] == ["livepatch_sample", "livepatch_sample2"]
     assert state.patches[0].objects == []
     assert len(state.patches[1].objects) == 1
-    assert any("unreadable" in e for e in state.errors)
+    assert any("unreadable" in e.message and e.kind is DiagnosticKind.UNREADABLE
+               for e in state.diagnostics)
 
 
 def build_array_layout(mk, *, with_state_enum=False):
@@ -241,7 +243,7 @@ def test_array_layout_synthetic(with_state_enum):
     build_array_layout(mk, with_state_enum=with_state_enum)
     assert livepatch.list_layout(mk.prog) == "array"
     state = livepatch.livepatch_state(mk.prog)
-    assert state.errors == []
+    assert state.diagnostics == []
     (patch,) = state.patches
     assert patch.name == "livepatch_old" and patch.enabled and not patch.replace
     (obj,) = patch.objects
@@ -266,7 +268,7 @@ def test_unterminated_func_array_is_bounded_synthetic():
     errors = []
     funcs = list(livepatch.for_each_klp_func(obj, errors))
     assert len(funcs) == 1
-    assert errors and "unreadable" in errors[0]
+    assert errors and "unreadable" in errors[0].message
 
 
 def test_kernel_without_livepatch_synthetic():
@@ -275,7 +277,7 @@ def test_kernel_without_livepatch_synthetic():
     state = livepatch.livepatch_state(mk.prog)
     assert state.patches == [] and state.ops == []
     assert state.transition.patch is None
-    assert len(state.errors) == 1 and "CONFIG_LIVEPATCH" in state.errors[0]
+    assert "CONFIG_LIVEPATCH" in state.unavailable and state.diagnostics == []
 
 
 def test_shadow_variable_count_synthetic():
@@ -291,4 +293,4 @@ def test_shadow_variable_count_synthetic():
     mk.write_int(b, a)  # a cycle
     errors = []
     livepatch.shadow_variable_count(mk.prog, errors)
-    assert errors and "cyclic" in errors[0]
+    assert errors and "cyclic" in errors[0].message and errors[0].kind is DiagnosticKind.CYCLE

@@ -102,7 +102,7 @@ def test_manifest_agrees_on_livepatch(name):
 @pytest.mark.parametrize("name", LIVEPATCH_SCENARIOS)
 def test_patches_objects_funcs_equal_sysfs(name):
     state = livepatch.livepatch_state(open_scenario(name))
-    assert state.errors == []
+    assert state.diagnostics == []
     truth = sysfs_view(scenario(name)["truth"])
     assert truth, "the truth has no patch: the scenario is meant to have some"
     assert our_view(state, truth) == truth
@@ -148,7 +148,7 @@ def test_klp_ops_cover_every_patched_function(name):
 def test_kernel_without_livepatch_gives_empty_state_and_reason(name):
     state = livepatch.livepatch_state(open_scenario(name))
     assert state.patches == [] and state.ops == [] and state.transition.patch is None
-    assert len(state.errors) == 1 and "CONFIG_LIVEPATCH" in state.errors[0]
+    assert "CONFIG_LIVEPATCH" in state.unavailable and state.diagnostics == []
     assert not os.path.exists(os.path.join(scenario(name)["truth"], "sys_kernel_livepatch")) or not os.listdir(
         os.path.join(scenario(name)["truth"], "sys_kernel_livepatch"))
 
@@ -170,7 +170,7 @@ def test_stuck_transition_is_blocked_by_the_sleeping_task(name):
     # lpd_stuck sleeps forever inside lpd_stuck_func, which lpd_stuck_patch
     # replaces: the kernel's stack check (klp_check_stack_func) holds it back,
     # and every other task has switched.
-    from lpdebug.triage import task_traces
+    from lpdebug.report import task_traces
 
     s = scenario(name)
     prog = open_scenario(name)

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from lpdebug import guidance, render, sample
-from lpdebug import triage as tr
+from lpdebug import report, schema
 from lpdebug.summary import crash_report, strip_timestamp
 from test_fixtures import FIXTURES, NAMES, truth
 
@@ -28,7 +28,7 @@ _results = {}
 
 def result(name):
     if name not in _results:
-        _results[name] = tr.triage(sample.open_fixture(os.path.join(FIXTURES, name)))
+        _results[name] = report.triage(sample.open_fixture(os.path.join(FIXTURES, name)))
     return _results[name]
 
 
@@ -52,8 +52,10 @@ def cli(name, *args):
 def test_summary_opens_the_report_in_at_most_15_lines(name):
     r = result(name)
     text = render.render_triage(r)
-    assert text.startswith("Summary\n-------\n")
-    summary = text.split("\n\n", 1)[0].splitlines()[2:]
+    # the result line first (complete or not, findings), then the verdict
+    assert text.startswith("Result: ")
+    assert text.splitlines()[2:4] == ["Summary", "-------"]
+    summary = text.split("\n\n", 2)[1].splitlines()[2:]
     assert 3 <= len(summary) <= 15, summary
     assert summary == render.render_summary(r.summary, r.kernel).splitlines()
     enabled = sum(1 for p in r.livepatch.patches if p.enabled)
@@ -150,7 +152,7 @@ def test_no_transition_blocked_without_a_transition(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_default_json_is_under_200_kb_and_lists_the_texts_records(name):
     r = result(name)
-    text = tr.dumps(r)
+    text = schema.dumps(r)
     assert len(text.encode()) < 200 * 1024, len(text)
     doc = json.loads(text)
     assert doc["ftrace"]["selection"] == "notable"

@@ -15,9 +15,34 @@ import re
 import pytest
 
 from lpdebug import sample
-from lpdebug import triage as tr
+from lpdebug import report, schema
 from test_fixtures import FIXTURES, NAMES
-from test_triage_schema import DOC_PATH, _schema_fields, load_schema, validate_triage
+from test_triage_schema import DOC_PATH, load_schema, validate_triage
+
+
+def _schema_fields(node, root, seen=None):
+    """Every property name the schema ``node`` allows, following $ref."""
+    seen = set() if seen is None else seen
+    names = set()
+    if "$ref" in node:
+        ref = node["$ref"]
+        if ref not in seen:
+            seen.add(ref)
+            target = root
+            for part in ref[2:].split("/"):
+                target = target[part]
+            names |= _schema_fields(target, root, seen)
+    for key in ("anyOf", "oneOf", "allOf"):
+        for child in node.get(key, []):
+            names |= _schema_fields(child, root, seen)
+    names |= set(node.get("properties", {}))
+    for child in node.get("properties", {}).values():
+        names |= _schema_fields(child, root, seen)
+    if isinstance(node.get("items"), dict):
+        names |= _schema_fields(node["items"], root, seen)
+    if isinstance(node.get("additionalProperties"), dict):
+        names |= _schema_fields(node["additionalProperties"], root, seen)
+    return names
 
 pytestmark = pytest.mark.fixtures
 
@@ -27,7 +52,7 @@ _docs = {}
 def doc(name):
     if name not in _docs:
         prog = sample.open_fixture(os.path.join(FIXTURES, name))
-        _docs[name] = json.loads(tr.dumps(tr.triage(prog)))
+        _docs[name] = json.loads(schema.dumps(report.triage(prog)))
     return _docs[name]
 
 
@@ -124,7 +149,7 @@ def test_finding_addresses_mean_what_the_doc_says():
                 assert "old" in rule and "real LR" in rule
                 olds = {fn["old_addr"] for p in d["livepatch"]["patches"] for o in p["objects"]
                         for fn in o["funcs"]}
-                real_lrs = {e["real_lr"] for e in _task(d, f["pid"])["livepatch_stack"]}
+                real_lrs = {e["real_lr"] for e in _task(d, f["pid"])["livepatch_stack"]["entries"]}
                 assert f["address"] in olds | real_lrs
             elif f["kind"] == "transition_blocked":
                 assert "klp_patch" in rule

@@ -179,7 +179,7 @@ def test_open_qemu_from_socket_and_vmlinux_only(name, tmp_path):
         assert info.release == open(os.path.join(s["truth"], "uname_r")).read().strip()
         assert info.mmu == s["mmu"] and info.page_size == s["page_size"]
         state = livepatch.livepatch_state(prog)
-        assert state.errors == []
+        assert state.diagnostics == []
         truth_view = sysfs_view(s["truth"])
         assert our_view(state, truth_view) == truth_view
         # The guest repeats the scenario, so tracefs agrees line for line as well.

@@ -13,6 +13,7 @@ import struct
 import drgn
 import pytest
 
+from lpdebug.model import DiagnosticKind
 from lpdebug.toc import VMLINUX, ModuleToc, TocMap, module_toc, module_tocs, prologue_toc
 from synthetic import MockKernel, define_list_head
 
@@ -177,4 +178,5 @@ def test_synthetic_toc_map_both_ways():
 def test_synthetic_non_ppc64_target_has_no_tocs():
     mk = MockKernel(arch=drgn.Architecture.X86_64)
     tocs = module_tocs(mk.prog)
-    assert list(tocs) == [] and "not ppc64" in tocs.errors[0]
+    assert list(tocs) == [] and "not ppc64" in tocs.diagnostics[0].message
+    assert tocs.diagnostics[0].kind is DiagnosticKind.UNSUPPORTED

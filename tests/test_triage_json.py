@@ -1,15 +1,19 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """
-lpdebug.triage: to_json/dumps on hand-built model objects (schema
-conformance, exact values, determinism), and triage()'s rule that a failing
-part becomes an error line while the rest of the report goes on.
+lpdebug.schema's to_json/dumps on hand-built model objects (schema
+conformance, exact values, determinism), and lpdebug.report's triage() rule
+that a failing stage becomes a typed diagnostic, the rest of the report goes
+on and the exit status says "incomplete".
 """
 
 import json
 import random
 
 import lpdebug
-from lpdebug import model, triage
+import pytest
+
+from lpdebug import model, report, schema
+from lpdebug.model import Diagnostic, DiagnosticKind
 from lpdebug.toc import ModuleToc, TocMap
 from test_triage_schema import validate_triage
 
@@ -99,17 +103,18 @@ def _result():
         tasks=[_task(1), _task(42, with_stacks=True), _task(7)],
         findings=findings,
         tocs=tocs,
-        errors=["ftrace records: FaultError: one page unreadable"],
+        diagnostics=[Diagnostic("ftrace", DiagnosticKind.UNREADABLE, 0xC000000003000000,
+                                "records of ftrace page 0xc000000003000000 unreadable")],
     )
 
 
 def test_to_json_fits_the_schema():
-    validate_triage(triage.to_json(_result()))
+    validate_triage(schema.to_json(_result()))
 
 
 def test_to_json_values():
-    doc = json.loads(triage.dumps(_result()))
-    assert doc["schema"] == "lpdebug.triage/1"
+    doc = json.loads(schema.dumps(_result()))
+    assert doc["schema"] == "lpdebug.triage/2"
     assert doc["kernel"] == {**doc["kernel"], "release": "6.12.57", "arch": "ppc64le",
                              "page_size": 4096, "mmu": "radix"}
     patch = doc["livepatch"]["patches"][0]
@@ -135,16 +140,19 @@ def test_to_json_values():
     assert t42["frames"][1] == {**t42["frames"][1], "pc": 0xC008000000050044,
                                 "symbol": "victim_thread", "module": "victim",
                                 "source": "livepatch", "raw_pc": LPH + 0x30}
-    assert t42["livepatch_stack"] == [{"toc": MOD_TOC, "lr": RTH, "real_lr": 0xC008000000050044,
-                                       "magic_ok": True, "address": 0xC000000004A3C008,
-                                       "magic": 0x57AC6E9D}]
+    assert t42["livepatch_stack"]["entries"] == [
+        {"toc": MOD_TOC, "lr": RTH, "real_lr": 0xC008000000050044, "magic_ok": True,
+         "address": 0xC000000004A3C008, "magic": 0x57AC6E9D}]
+    assert t42["livepatch_stack"]["base"] == 0xC000000004A3C008
+    assert t42["livepatch_stack"]["bounds_error"] is None
     assert t42["ret_stack"][0]["retp"] == 0xC000000004A3FF00
-    assert t42["livepatch_stack_info"]["depth"] == 1
-    assert doc["tasks"][0]["livepatch_stack"] == [] and doc["tasks"][0]["livepatch_stack_info"] is None
+    assert doc["tasks"][0]["livepatch_stack"] is None
     # task-less finding first
     assert [f["kind"] for f in doc["findings"]] == ["toc_prologue_mismatch", "frame_toc_mismatch"]
     assert [i["module"] for i in doc["tocs"]["images"]] == ["victim", "vmlinux"]
-    assert doc["errors"] == ["ftrace records: FaultError: one page unreadable"]
+    assert doc["diagnostics"] == [{
+        "stage": "ftrace", "kind": "unreadable", "address": 0xC000000003000000,
+        "message": "records of ftrace page 0xc000000003000000 unreadable"}]
 
 
 def _walk(value):
@@ -158,7 +166,7 @@ def _walk(value):
 
 
 def test_addresses_are_integers():
-    doc = triage.to_json(_result())
+    doc = schema.to_json(_result())
     address_keys = {"address", "old_addr", "new_addr", "ip", "pc", "sp", "raw_pc", "toc", "lr",
                     "real_lr", "ret", "func", "retp", "expected_toc", "actual_toc"}
     seen = set()
@@ -170,7 +178,7 @@ def test_addresses_are_integers():
 
 
 def test_dumps_is_deterministic_whatever_the_input_order():
-    reference = triage.dumps(_result())
+    reference = schema.dumps(_result())
     rng = random.Random(3)
     for _ in range(5):
         shuffled = _result()
@@ -183,7 +191,7 @@ def test_dumps_is_deterministic_whatever_the_input_order():
         rng.shuffle(pairs)
         ops.filter, ops.filter_symbols = [p[0] for p in pairs], [p[1] for p in pairs]
         shuffled.tocs = TocMap(tocs=dict(reversed(list(shuffled.tocs.tocs.items()))))
-        assert triage.dumps(shuffled) == reference
+        assert schema.dumps(shuffled) == reference
 
 
 def test_dumps_keeps_kernel_order_where_it_means_something():
@@ -191,64 +199,162 @@ def test_dumps_keeps_kernel_order_where_it_means_something():
     second = model.KlpPatch(address=1, name="lp_second", module="lp_second", enabled=True,
                             transition=False, replace=False, forced=False)
     result.livepatch.patches.append(second)
-    names = [p["name"] for p in json.loads(triage.dumps(result))["livepatch"]["patches"]]
+    names = [p["name"] for p in json.loads(schema.dumps(result))["livepatch"]["patches"]]
     assert names == ["lp_test", "lp_second"]
     result.livepatch.patches.reverse()
-    names = [p["name"] for p in json.loads(triage.dumps(result))["livepatch"]["patches"]]
+    names = [p["name"] for p in json.loads(schema.dumps(result))["livepatch"]["patches"]]
     assert names == ["lp_second", "lp_test"]
 
 
-def test_package_exports_triage():
-    assert callable(lpdebug.triage)
-    assert lpdebug.triage.to_json is triage.to_json
-    assert lpdebug.dumps is triage.dumps
+def test_package_exports_triage_as_a_function_and_the_module_under_another_name():
+    import types
+
+    assert isinstance(lpdebug.triage, types.FunctionType)
+    assert lpdebug.triage is report.triage
+    assert lpdebug.to_json is schema.to_json and lpdebug.dumps is schema.dumps
+    assert lpdebug.exit_status is report.exit_status
+    assert type(report) is types.ModuleType  # no class swap
 
 
-# --- triage(): one failing part does not cost the rest --------------------------------
+# --- triage(): a failing stage is a typed diagnostic and an incomplete result ------------
 
 
-def test_triage_reports_a_failing_part_and_goes_on(monkeypatch):
+class FakeTask:
+    def __init__(self, pid):
+        self.pid = pid
+
+    def value_(self):
+        return 0xC000000004A30000 + self.pid
+
+
+def _raise(exc):
+    def fail(*args, **kwargs):
+        raise exc
+    return fail
+
+
+@pytest.fixture
+def stub_stages(monkeypatch):
+    """Every stage of triage() on model objects, none raising; a test then breaks one."""
     from lpdebug import backtrace, checks, ftrace, kernel, livepatch, toc
 
     kinfo = model.KernelInfo(release="6.12.57", arch="ppc64le", page_size=4096, mmu="radix")
     traces = {1: _task(1), 42: _task(42, with_stacks=True)}
+    in_transition = model.LivepatchState(
+        transition=model.KlpTransition(patch="lp_test", target_state="patched"))
+    monkeypatch.setattr(kernel, "kernel_info", lambda prog: kinfo)
+    monkeypatch.setattr(livepatch, "livepatch_state", lambda prog, *a, **k: in_transition)
+    monkeypatch.setattr(livepatch, "blocking_tasks", lambda state, traces: [])
+    monkeypatch.setattr(ftrace, "ftrace_state",
+                        lambda prog, all_records=False: model.FtraceState(total_records=7))
+    monkeypatch.setattr(toc, "module_tocs", lambda prog, **k: TocMap())
+    monkeypatch.setattr(backtrace, "true_backtrace", lambda task, **k: traces[task.pid])
+    monkeypatch.setattr("drgn.helpers.linux.pid.for_each_task",
+                        lambda prog: [FakeTask(42), FakeTask(1)])
+    monkeypatch.setattr(report, "_other_idle_tasks", lambda prog, tasks: [])
+    monkeypatch.setattr(checks, "all_findings", lambda *a, **k: [])
+    return monkeypatch
 
-    class FakeTask:
-        def __init__(self, pid):
-            self.pid = pid
 
-        def value_(self):
-            return 0xC000000004A30000 + self.pid
+def test_triage_with_no_failing_stage_is_complete(stub_stages):
+    result = report.triage(object())
+    assert result.diagnostics == []
+    assert report.exit_status(result) == report.EXIT_CLEAN == 0
+
+
+# The walker each stage of triage() calls, and the stage name its diagnostic must carry.
+STAGE_WALKERS = [
+    ("kernel", "lpdebug.kernel.kernel_info"),
+    ("livepatch", "lpdebug.livepatch.livepatch_state"),
+    ("ftrace", "lpdebug.ftrace.ftrace_state"),
+    ("tasks", "drgn.helpers.linux.pid.for_each_task"),
+    ("tasks", "lpdebug.backtrace.true_backtrace"),
+    ("tocs", "lpdebug.toc.module_tocs"),
+    ("checks", "lpdebug.checks.all_findings"),
+    ("transition", "lpdebug.livepatch.blocking_tasks"),
+]
+
+
+def test_every_stage_is_injected():
+    assert {stage for stage, _ in STAGE_WALKERS} == set(report.STAGES)
+
+
+@pytest.mark.parametrize("stage, walker", STAGE_WALKERS)
+def test_an_injected_failure_in_each_stage_is_a_typed_diagnostic_and_exit_3(stub_stages, stage,
+                                                                             walker):
+    stub_stages.setattr(walker, _raise(RuntimeError(f"injected into {walker}")))
+    result = report.triage(object())
+    assert result.diagnostics  # one, or one per task when each task's trace raises
+    for diagnostic in result.diagnostics:
+        assert diagnostic.stage == stage
+        assert diagnostic.kind is DiagnosticKind.STAGE_FAILED
+        assert "RuntimeError: injected into" in diagnostic.message
+    assert report.exit_status(result) == report.EXIT_INCOMPLETE == 3
+    # the rest of the report is still there
+    assert result.ftrace.total_records == (0 if stage == "ftrace" else 7)
+    validate_triage(schema.to_json(result))
+
+
+def test_a_fault_in_a_stage_is_unreadable_at_the_faults_address(stub_stages):
+    import drgn
+
+    stub_stages.setattr("lpdebug.toc.module_tocs",
+                        _raise(drgn.FaultError("could not read", 0xC008000000123000)))
+    (diagnostic,) = report.triage(object()).diagnostics
+    assert (diagnostic.stage, diagnostic.kind, diagnostic.address) == \
+        ("tocs", DiagnosticKind.UNREADABLE, 0xC008000000123000)
+
+
+def test_checks_raising_is_never_a_clean_exit(stub_stages):
+    stub_stages.setattr("lpdebug.checks.all_findings", _raise(ValueError("bug")))
+    result = report.triage(object())
+    assert result.findings == []
+    assert report.exit_status(result) == 3
+
+
+def test_incomplete_wins_over_findings(stub_stages):
+    found = model.Finding(kind="unreadable_memory", severity="warning", pid=42, frame=None,
+                          address=None, expected_toc=None, expected_module=None,
+                          actual_toc=None, actual_module=None, message="m")
+    stub_stages.setattr("lpdebug.checks.all_findings", lambda *a, **k: [found])
+    assert report.exit_status(report.triage(object())) == report.EXIT_FINDINGS == 1
+    stub_stages.setattr("lpdebug.toc.module_tocs", _raise(LookupError("no struct module")))
+    result = report.triage(object())
+    assert result.findings == [found]
+    assert result.diagnostics[0].kind is DiagnosticKind.MISSING_DEBUG_INFO
+    assert report.exit_status(result) == 3
+
+
+def test_a_walkers_own_diagnostics_make_the_result_incomplete(stub_stages):
+    lost = Diagnostic("tasks", DiagnosticKind.CORRUPT, 0xC000000004A3C020, "livepatch_sp beyond")
+    trace = _task(42, with_stacks=True)
+    trace.livepatch_stack.bounds_error = lost
+    stub_stages.setattr("lpdebug.backtrace.true_backtrace", lambda task, **k: trace)
+    result = report.triage(object())
+    assert lost in result.diagnostics
+    assert report.exit_status(result) == 3
+    doc = schema.to_json(result)
+    assert doc["diagnostics"][0]["kind"] == "corrupt"
+
+
+def test_a_failing_task_is_left_out_and_the_rest_goes_on(stub_stages):
+    traces = {1: _task(1), 42: _task(42, with_stacks=True)}
 
     def fake_true_backtrace(task, **kwargs):
         if task.pid == 13:
             raise ValueError("stack pointer outside the stack")
         return traces[task.pid]
 
-    monkeypatch.setattr(kernel, "kernel_info", lambda prog: kinfo)
-    monkeypatch.setattr(livepatch, "livepatch_state",
-                        lambda prog, *a, **k: (_ for _ in ()).throw(LookupError("no klp_patches")))
-    monkeypatch.setattr(ftrace, "ftrace_state",
-                        lambda prog, all_records=False: model.FtraceState(total_records=7))
-    monkeypatch.setattr(toc, "module_tocs", lambda prog, **k: TocMap())
-    monkeypatch.setattr(backtrace, "true_backtrace", fake_true_backtrace)
-    monkeypatch.setattr("drgn.helpers.linux.pid.for_each_task",
+    stub_stages.setattr("lpdebug.backtrace.true_backtrace", fake_true_backtrace)
+    stub_stages.setattr("drgn.helpers.linux.pid.for_each_task",
                         lambda prog: [FakeTask(42), FakeTask(13), FakeTask(1)])
-    found = model.Finding(kind="unreadable_memory", severity="warning", pid=42, frame=None,
-                          address=None, expected_toc=None, expected_module=None, actual_toc=None,
-                          actual_module=None, message="m")
-    monkeypatch.setattr(checks, "all_findings", lambda *a, **k: [found], raising=False)
-
     progress = []
-    result = triage.triage(object(), progress=lambda *a: progress.append(a))
-    assert result.kernel is kinfo
+    result = report.triage(object(), progress=lambda *a: progress.append(a))
     assert [t.pid for t in result.tasks] == [1, 42]
-    assert any(e.startswith("livepatch state: LookupError: no klp_patches") for e in result.errors)
-    assert any("ValueError: stack pointer outside the stack" in e for e in result.errors)
-    assert result.findings == [found]
-    assert result.ftrace.total_records == 7
+    (diagnostic,) = result.diagnostics
+    assert diagnostic.stage == "tasks" and diagnostic.address == FakeTask(13).value_()
+    assert "ValueError: stack pointer outside the stack" in diagnostic.message
     assert ("tasks", 3, 3) in progress
-    validate_triage(triage.to_json(result))
 
 
 def test_every_public_name_resolves():

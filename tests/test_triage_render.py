@@ -44,10 +44,23 @@ def test_triage_report_shows_the_tasks_worth_reading():
     assert "patch lp_test is in transition to patched" in text
     assert re.search(r"^42\s+task42\s+0\s+victim_fn1\s+1$", text, re.M)
     assert "Findings (2)" in text and "frame_toc_mismatch" in text
-    assert "Could not read" in text and "one page unreadable" in text
+    # what could not be checked comes first, after the verdict that says both
+    assert text.startswith("Result: INCOMPLETE (1 thing could not be checked, listed below), "
+                           "2 findings\n")
+    could_not = text.index("Could not check (1)")
+    assert could_not < text.index("Kernel")
+    assert ("[ftrace] unreadable at 0xc000000003000000: records of ftrace page "
+            "0xc000000003000000 unreadable") in text
     assert "PID 42 (task42)" in text
     assert "PID 7 (task7)" not in text  # nothing singles it out
     assert "PID 7 (task7)" in render.render_triage(result, describe, all_tasks=True)
+
+
+def test_complete_report_says_so():
+    result = _result()
+    result.diagnostics = []
+    text = render.render_triage(result, describe)
+    assert text.startswith("Result: complete, 2 findings\n") and "Could not check" not in text
 
 
 def test_triage_report_lists_targeted_records_only():

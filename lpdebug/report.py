@@ -1,0 +1,376 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""
+One call that runs every walker and check over a kernel, and what its result
+says about the report's completeness.
+
+:func:`triage` is what a support engineer's single command runs: kernel
+identity, livepatch state, ftrace ops and records, every task's true backtrace
+and shadow stacks, the module TOCs, all findings and the livepatch transition's
+blocking tasks. A stage that raises becomes a typed
+:class:`~lpdebug.model.Diagnostic` (``stage_failed``, or ``unreadable`` for a
+fault) and the rest of the report goes on; the walkers' own diagnostics are
+gathered into ``TriageResult.diagnostics`` too.
+
+:func:`exit_status` is the one rule every front end applies to a result: 0
+clean, 1 findings, 3 incomplete (any diagnostic; it wins over findings).
+
+The JSON encoding (schema ``lpdebug.triage/2``) is :mod:`lpdebug.schema`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from .diagnostics import all_diagnostics, from_exception
+from .model import (
+    FINDINGS_ORDER,
+    Diagnostic,
+    DiagnosticKind,
+    Finding,
+    FtraceState,
+    KernelInfo,
+    KernelLog,
+    LivepatchState,
+    TaskTrace,
+    TriageResult,
+    sort_key,
+)
+from .notable import notable_records
+from .summary import summarize
+
+__all__ = (
+    "EXIT_CLEAN",
+    "EXIT_FINDINGS",
+    "EXIT_ERROR",
+    "EXIT_INCOMPLETE",
+    "STAGES",
+    "Progress",
+    "exit_status",
+    "exit_status_of",
+    "triage",
+    "task_traces",
+    "toc_check",
+    "findings_sort_key",
+    "filtered_diagnostics",
+)
+
+# Exit statuses, shared by every front end (README, lpdebug --help, docs/triage-schema.md).
+EXIT_CLEAN = 0  # the report is complete and has no findings
+EXIT_FINDINGS = 1  # the report is complete and has findings
+EXIT_ERROR = 2  # a front end could not start: bad arguments, a target it cannot open
+EXIT_INCOMPLETE = 3  # something could not be checked (any diagnostic); wins over findings
+
+# The stages of triage(), in the order they run; each names its diagnostics.
+STAGES = ("kernel", "livepatch", "ftrace", "tasks", "tocs", "transition", "checks", "kernel_log")
+
+# progress(stage, done, total): called as a long walk advances, so a front end
+# can draw a bar. ``total`` is 0 when it is not known.
+Progress = Callable[[str, int, int], None]
+
+
+def exit_status_of(findings: int, diagnostics: int) -> int:
+    """The exit status for a report with this many findings and diagnostics."""
+    if diagnostics:
+        return EXIT_INCOMPLETE
+    return EXIT_FINDINGS if findings else EXIT_CLEAN
+
+
+def exit_status(result: TriageResult) -> int:
+    """0 clean, 1 findings, 3 incomplete: any diagnostic, anywhere in ``result`` (wins over 1)."""
+    return exit_status_of(len(result.findings), sum(1 for _ in all_diagnostics(result)))
+
+
+def _guarded(diagnostics: List[Diagnostic], stage: str, what: str, fn: Callable[[], Any],
+             default: Any, address: Optional[int] = None) -> Any:
+    # One part failing must not cost the rest of the report, and a report must
+    # say what is missing from it: the exception becomes a diagnostic.
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 (any failure of a part is reported, not raised)
+        diagnostics.append(from_exception(stage, what, e, address))
+        return default
+
+
+# --- the parts ----------------------------------------------------------------
+
+
+def _kernel_info(prog: Any, diagnostics: List[Diagnostic]) -> KernelInfo:
+    from . import kernel
+
+    fallback = KernelInfo(release="unknown", arch="unknown", page_size=0, mmu=None)
+    return _guarded(diagnostics, "kernel", "kernel identity", lambda: kernel.kernel_info(prog),
+                    fallback)
+
+
+def _livepatch_state(prog: Any, diagnostics: List[Diagnostic]) -> LivepatchState:
+    from . import livepatch
+
+    return _guarded(diagnostics, "livepatch", "livepatch state",
+                    lambda: livepatch.livepatch_state(prog), LivepatchState())
+
+
+def _ftrace_state(prog: Any, all_records: bool, diagnostics: List[Diagnostic]) -> FtraceState:
+    from . import ftrace
+
+    return _guarded(diagnostics, "ftrace", "ftrace state",
+                    lambda: ftrace.ftrace_state(prog, all_records=all_records), FtraceState())
+
+
+def task_traces(prog: Any, *, progress: Optional[Progress] = None,
+                diagnostics: Optional[List[Diagnostic]] = None) -> List[TaskTrace]:
+    """
+    Every task's true backtrace with its shadow stacks, sorted by pid. A task
+    whose trace raises is left out, with a diagnostic in ``diagnostics``.
+    """
+    from drgn.helpers.linux.pid import for_each_task
+
+    from .backtrace import true_backtrace
+
+    if diagnostics is None:
+        diagnostics = []
+    tasks = _guarded(diagnostics, "tasks", "the task list", lambda: list(for_each_task(prog)), [])
+    tasks += _guarded(diagnostics, "tasks", "the idle tasks",
+                      lambda: _other_idle_tasks(prog, tasks), [])
+    traces: List[TaskTrace] = []
+    for done, task in enumerate(tasks):
+        if progress is not None:
+            progress("tasks", done, len(tasks))
+        trace = _guarded(diagnostics, "tasks", f"the trace of the task at {_address_of(task)}",
+                         lambda: true_backtrace(task),  # noqa: B023 (called at once)
+                         None, _value_of(task))
+        if trace is not None:
+            traces.append(trace)
+    if progress is not None:
+        progress("tasks", len(tasks), len(tasks))
+    traces.sort(key=_TASK_ORDER)
+    return traces
+
+
+_TASK_ORDER = sort_key(("pid", "address"))
+
+
+def _other_idle_tasks(prog: Any, tasks: List[Any]) -> List[Any]:
+    # The task list holds only CPU 0's idle task (init_task). A dump of a
+    # crash holds every CPU's registers, and a CPU stopped while idle (or
+    # crashed in an interrupt taken while idle) runs its own idle task: walk
+    # those too, so every CPU's registers are checked.
+    from drgn.helpers.linux.sched import idle_task
+
+    from .crash_notes import crashed_cpus
+
+    seen = {t.value_() for t in tasks}
+    idle = []
+    for cpu in sorted(crashed_cpus(prog)):
+        task = idle_task(prog, cpu)
+        if task.value_() not in seen:
+            seen.add(task.value_())
+            idle.append(task)
+    return idle
+
+
+def _value_of(task: Any) -> Optional[int]:
+    try:
+        return int(task.value_())
+    except Exception:  # noqa: BLE001 (only used to label a diagnostic)
+        return None
+
+
+def _address_of(task: Any) -> str:
+    value = _value_of(task)
+    return "?" if value is None else f"{value:#x}"
+
+
+def _toc_map(prog: Any, diagnostics: List[Diagnostic]) -> Any:
+    from . import toc
+
+    return _guarded(diagnostics, "tocs", "module TOCs", lambda: toc.module_tocs(prog), None)
+
+
+# Task-less findings (crashed CPUs, module prologues) first, then by task and
+# frame: the order a reader walks the report in (TriageResult.findings' order).
+findings_sort_key = sort_key(FINDINGS_ORDER)
+
+
+def _findings(prog: Any, result: TriageResult, tocs: Any,
+              diagnostics: List[Diagnostic]) -> List[Finding]:
+    from . import checks
+
+    found: List[Finding] = _guarded(
+        diagnostics, "checks", "the checks",
+        lambda: list(checks.all_findings(prog, result.tasks, tocs, result.livepatch)),
+        [],
+    )
+    return sorted(found, key=findings_sort_key)
+
+
+def _blocking_tasks(result: TriageResult, diagnostics: List[Diagnostic]) -> None:
+    from . import livepatch
+
+    transition = result.livepatch.transition
+    if transition.patch is None:
+        return
+    blocking = _guarded(
+        diagnostics, "transition", "the tasks blocking the transition",
+        lambda: list(livepatch.blocking_tasks(result.livepatch, result.tasks)),
+        [],
+    )
+    transition.blocking = sorted(blocking, key=lambda b: (b.pid, b.comm))
+
+
+def _gather(result: TriageResult, stage_diagnostics: Sequence[Diagnostic]) -> None:
+    # What a stage put on the result itself, the stages' own failures, then every part's,
+    # in the order of the report (all_diagnostics lists each diagnostic once).
+    result.diagnostics = list(result.diagnostics) + list(stage_diagnostics)
+    result.diagnostics = list(all_diagnostics(result))
+
+
+def toc_check(prog: Any, *, progress: Optional[Progress] = None) -> TriageResult:
+    """
+    The TOC part of :func:`triage` alone: module TOCs, every task's trace and
+    the findings, without walking ftrace records.
+    """
+    diagnostics: List[Diagnostic] = []
+    result = TriageResult(
+        kernel=_kernel_info(prog, diagnostics),
+        livepatch=_livepatch_state(prog, diagnostics),
+        ftrace=FtraceState(),
+    )
+    result.tasks = task_traces(prog, progress=progress, diagnostics=diagnostics)
+    tocs = _toc_map(prog, diagnostics)
+    result.tocs = tocs
+    result.findings = _findings(prog, result, tocs, diagnostics)
+    _gather(result, diagnostics)
+    return result
+
+
+def triage(prog: Any, *, all_records: bool = False,
+           progress: Optional[Progress] = None) -> TriageResult:
+    """
+    Run every walker and check over ``prog`` and return one
+    :class:`~lpdebug.model.TriageResult`. Never raises for what it reads: a
+    stage that fails becomes a ``stage_failed`` (or ``unreadable``) diagnostic
+    naming it, and ``result.diagnostics`` lists every diagnostic of the
+    report; :func:`exit_status` turns them into "incomplete".
+
+    :param all_records: report every dyn_ftrace record, not only the enabled
+        or otherwise non-default ones.
+    :param progress: ``progress(stage, done, total)``, called as the walk of
+        the tasks advances.
+    """
+    diagnostics: List[Diagnostic] = []
+    filtered_marks: List[Tuple[str, int]] = []
+
+    def mark(name: str) -> None:
+        # which stage read a page the dump's filter excluded (see filtered_diagnostics)
+        filtered_marks.append((name, _filtered_count(prog)))
+
+    def stage(name: str) -> None:
+        mark(name)
+        if progress is not None:
+            progress(name, 0, 0)
+
+    stage("kernel")
+    result = TriageResult(
+        kernel=_kernel_info(prog, diagnostics),
+        livepatch=LivepatchState(),
+        ftrace=FtraceState(),
+    )
+    stage("livepatch")
+    result.livepatch = _livepatch_state(prog, diagnostics)
+    stage("ftrace")
+    result.ftrace = _ftrace_state(prog, all_records, diagnostics)
+    mark("tasks")
+    result.tasks = task_traces(prog, progress=progress, diagnostics=diagnostics)
+    stage("tocs")
+    tocs = _toc_map(prog, diagnostics)
+    result.tocs = tocs
+    stage("transition")
+    # The blocking tasks come first: the transition_blocked finding carries them.
+    _blocking_tasks(result, diagnostics)
+    stage("checks")
+    result.findings = _findings(prog, result, tocs, diagnostics)
+    if not all_records:
+        result.ftrace.records = notable_records(result.ftrace, result.livepatch, result.findings)
+        result.ftrace.selection = "notable"
+    stage("kernel_log")
+    log_lines = _kernel_log_lines(prog, result, diagnostics)
+    diagnostics.extend(filtered_diagnostics(prog, filtered_marks))
+    _gather(result, diagnostics)
+    result.summary = summarize(result, log_lines)
+    return result
+
+
+# Lines of the kernel log a report carries: what a ticket asks for.
+KERNEL_LOG_TAIL = 50
+
+
+def _kernel_log_lines(prog: Any, result: TriageResult,
+                      diagnostics: List[Diagnostic]) -> List[str]:
+    # The whole log: the summary looks for the oops, which may lie before the tail.
+    from . import kernel
+
+    try:
+        lines = kernel.kernel_log(prog)
+    except Exception as e:  # noqa: BLE001 (a log that cannot be read is reported, not raised)
+        diagnostic = from_exception("kernel_log", "the kernel log", e)
+        diagnostics.append(diagnostic)
+        result.kernel_log = KernelLog(error=diagnostic.message)
+        return []
+    result.kernel_log = KernelLog(tail=lines[-KERNEL_LOG_TAIL:], total_lines=len(lines))
+    return lines
+
+
+def _filtered_count(prog: Any) -> int:
+    from . import dumpfile
+
+    return len(dumpfile.filtered_reads(prog))
+
+
+def filtered_diagnostics(prog: Any, marks: Sequence[Tuple[str, int]] = ()) -> List[Diagnostic]:
+    """
+    One ``filtered`` diagnostic per run of consecutive pages the dump's filter
+    excluded and the report tried to read. ``marks`` are ``(stage, number of
+    filtered pages read when it started)``: a page belongs to the stage that
+    read it first ("target" for reads made while opening the dump).
+    """
+    from . import dumpfile
+
+    dump = dumpfile.dump_file(prog)
+    reads = dumpfile.filtered_reads(prog)
+    if dump is None or not reads:
+        return []
+    why = dumpfile.excluded_by(prog)
+
+    def stage_of(order: int) -> str:
+        name = "target"
+        for stage, start in marks:
+            if start <= order:
+                name = stage
+        return name
+
+    diagnostics: List[Diagnostic] = []
+    run: List[Any] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        pages = len(run)
+        what = "page" if pages == 1 else f"{pages} pages"
+        diagnostics.append(Diagnostic(
+            stage=stage_of(run[0].order),
+            kind=DiagnosticKind.FILTERED,
+            address=run[0].address,
+            message=(f"{what} at {run[0].address:#x} (physical {run[0].physical:#x}) excluded from the"
+                     f" dump by {why}: what the report says about that memory is unknown"),
+        ))
+        run.clear()
+
+    for read in reads:
+        if run and not (read.physical == run[-1].physical + dump.page_size
+                        and stage_of(read.order) == stage_of(run[-1].order)):
+            flush()
+        run.append(read)
+    flush()
+    return diagnostics
+
+
