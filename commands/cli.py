@@ -31,6 +31,7 @@ PROG = "lpdebug"
 EXIT_CLEAN = 0
 EXIT_FINDINGS = 1
 EXIT_ERROR = 2
+EXIT_INCOMPLETE = 3
 
 _DESCRIPTION = """\
 Inspect the livepatch, ftrace and function-graph state of a ppc64 Linux
@@ -76,6 +77,8 @@ exit status:
   1  findings (triage, toc)
   2  error: bad arguments, a target that cannot be opened, a vmlinux that
      is not the target's kernel; the reason is one line on stderr
+  3  incomplete: some part could not be checked (the report says what);
+     wins over 1
 
 See 'lpdebug COMMAND --help' for each command, and docs/triage-schema.md
 for the JSON schema.
@@ -203,6 +206,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     bar.close()
     sys.stdout.write(output.text + "\n")
     sys.stdout.flush()
+    if output.incomplete:
+        return EXIT_INCOMPLETE
     return EXIT_FINDINGS if output.findings else EXIT_CLEAN
 
 

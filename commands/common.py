@@ -82,6 +82,7 @@ def arg(*flags: str, **options: Any) -> Arg:
 class Output:
     text: str
     findings: int = 0  # a front end's exit status reflects these
+    incomplete: bool = False  # something could not be checked: the front end's status says so
 
 
 Progress = Callable[[str, int, int], None]
@@ -246,7 +247,7 @@ def _run_toc(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) 
         "Findings\n--------\n" + render.render_findings(result.findings),
         render.render_errors(result.errors).rstrip("\n"),
     ) if p)
-    return Output(text, len(result.findings))
+    return Output(text, len(result.findings), incomplete=incomplete(result))
 
 
 def _run_triage(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
@@ -257,7 +258,26 @@ def _run_triage(prog: Any, args: argparse.Namespace, progress: Optional[Progress
         text = triage.dumps(result).rstrip("\n")
     else:
         text = render.render_triage(result, _describe(prog), all_tasks=args.all_tasks).rstrip("\n")
-    return Output(text, len(result.findings))
+    return Output(text, len(result.findings), incomplete=incomplete(result))
+
+
+def incomplete(result: Any) -> bool:
+    """Whether some part of ``result`` could not be checked (a diagnostic or an error anywhere)."""
+    from lpdebug.model import TriageResult
+
+    r: TriageResult = result
+    if r.diagnostics or r.errors or r.kernel.errors or r.ftrace.errors:
+        return True
+    # A kernel without livepatch support says so in livepatch.errors: nothing was missed.
+    if r.kernel.livepatch and r.livepatch.errors:
+        return True
+    if r.tocs is not None and getattr(r.tocs, "errors", None):
+        return True
+    for t in r.tasks:
+        lps = t.livepatch_stack
+        if t.errors or t.ret_stack_errors or (lps is not None and (lps.errors or lps.bounds_error)):
+            return True
+    return False
 
 
 _TASK_ARG = arg("task", metavar="PID|0xTASK",

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 from tabulate import tabulate
 
 from .model import (
+    Diagnostic,
     DiagnosticKind,
     FgraphEntry,
     Finding,
@@ -28,6 +29,7 @@ from .model import (
     KlpTransition,
     LivepatchStack,
     LivepatchState,
+    TaskCensus,
     TaskTrace,
     TriageResult,
 )
@@ -45,6 +47,8 @@ __all__ = (
     "render_findings",
     "render_tocs",
     "render_errors",
+    "render_diagnostics",
+    "render_census",
     "render_triage",
 )
 
@@ -84,6 +88,45 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 def _section(title: str, body: str) -> str:
     return f"{title}\n{'-' * len(title)}\n{body}\n"
+
+
+def render_diagnostics(diagnostics: Sequence[Diagnostic]) -> str:
+    """What could not be checked, one line each: stage, kind, address, message."""
+    if not diagnostics:
+        return ""
+    lines = [f"  [{d.stage}] {d.kind.value}"
+             + (f" at {d.address:#x}" if d.address is not None else "") + f": {d.message}"
+             for d in diagnostics]
+    return _section(f"Could not check ({len(diagnostics)}): this report is incomplete", "\n".join(lines))
+
+
+_MISSED_SHOWN = 20
+_SOURCE_TITLES = {"pid_idr": "pid IDR", "task_list": "task list", "runqueue": "runqueues",
+                  "crash_notes": "crash notes"}
+
+
+def render_census(census: Optional[TaskCensus]) -> str:
+    """How the tasks were found: each source's count, the kernel's own count, the tasks a source missed."""
+    if census is None:
+        return ""
+    found = ", ".join(f"{_SOURCE_TITLES.get(k, k)} {n}" + (" (broke off)" if k in census.failed else "")
+                      for k, n in census.found.items())
+    lines = [f"{census.tasks} tasks found ({found}); {census.counted} with a pid, the kernel counts "
+             + (str(census.nr_threads) if census.nr_threads is not None else "?") + " (nr_threads)"]
+    # A source that broke off misses every task after the break: its own line
+    # says so. The tasks worth a line are those a source that ran through missed.
+    telling = [m for m in census.missed if set(m.missed_by) - set(census.failed)]
+    for m in telling[:_MISSED_SHOWN]:
+        by = ", ".join(_SOURCE_TITLES.get(s, s) for s in m.found_by) or "-"
+        missed = ", ".join(_SOURCE_TITLES.get(s, s) for s in m.missed_by)
+        pid = str(m.pid) if m.pid >= 0 else "?"
+        lines.append(f"  PID {pid} ({m.comm}) at {m.address:#x}: found by {by} only, not by {missed}"
+                     + (" (exiting: already unhashed)" if m.exiting else ""))
+    if len(telling) > _MISSED_SHOWN:
+        lines.append(f"  ... and {len(telling) - _MISSED_SHOWN} more (the JSON lists them all)")
+    if len(census.missed) > len(telling):
+        lines.append(f"  {len(census.missed) - len(telling)} task(s) not found by a source that broke off")
+    return _section("Tasks", "\n".join(lines))
 
 
 def render_errors(errors: Iterable[str], title: str = "Could not read") -> str:
@@ -426,7 +469,8 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
     recovered from a shadow stack; every task with ``all_tasks``), findings
     and what could not be read.
     """
-    out = [_section("Kernel", render_kernel(result.kernel))]
+    out = [render_diagnostics(result.diagnostics),
+           _section("Kernel", render_kernel(result.kernel))]
     out.append(render_livepatch(result.livepatch, describe))
     ops_names = {o.address: _name(o.func_symbol, o.owner) for o in result.ftrace.ops}
     out.append("")
@@ -443,6 +487,7 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
     if tocs is not None:
         out.append(_section("Module TOCs", render_tocs(tocs)))
 
+    out.append(render_census(result.census))
     flagged = {f.pid for f in result.findings if f.pid is not None}
     blocking = {b.pid for b in result.livepatch.transition.blocking}
     shown = [t for t in result.tasks if all_tasks or _interesting(t, flagged, blocking)]

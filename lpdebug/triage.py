@@ -38,6 +38,7 @@ from .model import (
     KlpTransition,
     LivepatchStackEntry,
     LivepatchState,
+    TaskCensus,
     TaskTrace,
     TriageResult,
 )
@@ -86,11 +87,16 @@ def _kernel_info(prog: Any, errors: List[str]) -> KernelInfo:
     return _guarded(errors, "kernel identity", lambda: kernel.kernel_info(prog), fallback)
 
 
-def _livepatch_state(prog: Any, errors: List[str]) -> LivepatchState:
+def _livepatch_state(prog: Any, errors: List[str],
+                     diagnostics: Optional[List[Diagnostic]] = None) -> LivepatchState:
     from . import livepatch
 
-    return _guarded(errors, "livepatch state", lambda: livepatch.livepatch_state(prog),
-                    LivepatchState())
+    state = _guarded(errors, "livepatch state", lambda: livepatch.livepatch_state(prog),
+                     LivepatchState())
+    if diagnostics is not None:
+        diagnostics.extend(_guarded(errors, "livepatch cross-check",
+                                    lambda: livepatch.missing_patches(prog, state), []))
+    return state
 
 
 def _ftrace_state(prog: Any, all_records: bool, errors: List[str]) -> FtraceState:
@@ -104,55 +110,35 @@ def _task_sort_key(trace: TaskTrace) -> Tuple[int, int]:
     return (trace.pid, trace.address)
 
 
-def task_traces(prog: Any, *, progress: Optional[Progress] = None,
-                errors: Optional[List[str]] = None) -> List[TaskTrace]:
-    """Every task's true backtrace with its shadow stacks, sorted by pid."""
-    from drgn.helpers.linux.pid import for_each_task
+def _enumerate_tasks(prog: Any, progress: Optional[Progress], errors: List[str],
+                     diagnostics: List[Diagnostic]) -> Tuple[List[TaskTrace], Optional[TaskCensus]]:
+    from . import tasks
 
-    from .backtrace import true_backtrace
-
-    if errors is None:
-        errors = []
-    tasks = _guarded(errors, "task list", lambda: list(for_each_task(prog)), [])
-    tasks += _guarded(errors, "idle tasks", lambda: _other_idle_tasks(prog, tasks), [])
-    traces: List[TaskTrace] = []
-    for done, task in enumerate(tasks):
-        if progress is not None:
-            progress("tasks", done, len(tasks))
-        trace = _guarded(errors, f"task at {_address_of(task)}", lambda: true_backtrace(task),  # noqa: B023 (called at once)
-                         None)
-        if trace is not None:
-            traces.append(trace)
-    if progress is not None:
-        progress("tasks", len(tasks), len(tasks))
+    found = _guarded(errors, "task enumeration", lambda: tasks.find_tasks(prog), None)
+    if found is None:
+        return [], None
+    diagnostics.extend(found.diagnostics)
+    traced = _guarded(errors, "task traces", lambda: tasks.task_traces(prog, found, progress), None)
+    if traced is None:
+        return [], found.census
+    traces, trace_diagnostics = traced
+    diagnostics.extend(trace_diagnostics)
     traces.sort(key=_task_sort_key)
+    return traces, found.census
+
+
+def task_traces(prog: Any, *, progress: Optional[Progress] = None,
+                errors: Optional[List[str]] = None,
+                diagnostics: Optional[List[Diagnostic]] = None) -> List[TaskTrace]:
+    """
+    Every task's true backtrace with its shadow stacks, sorted by pid: the
+    tasks of every source :mod:`lpdebug.tasks` knows (the pid IDR, the task
+    list, the runqueues, the crash notes), each CPU's idle task included.
+    What could not be enumerated or traced goes to ``diagnostics``.
+    """
+    traces, _ = _enumerate_tasks(prog, progress, errors if errors is not None else [],
+                                 diagnostics if diagnostics is not None else [])
     return traces
-
-
-def _other_idle_tasks(prog: Any, tasks: List[Any]) -> List[Any]:
-    # The task list holds only CPU 0's idle task (init_task). A dump of a
-    # crash holds every CPU's registers, and a CPU stopped while idle (or
-    # crashed in an interrupt taken while idle) runs its own idle task: walk
-    # those too, so every CPU's registers are checked.
-    from drgn.helpers.linux.sched import idle_task
-
-    from .crash_notes import crashed_cpus
-
-    seen = {t.value_() for t in tasks}
-    idle = []
-    for cpu in sorted(crashed_cpus(prog)):
-        task = idle_task(prog, cpu)
-        if task.value_() not in seen:
-            seen.add(task.value_())
-            idle.append(task)
-    return idle
-
-
-def _address_of(task: Any) -> str:
-    try:
-        return f"{task.value_():#x}"
-    except Exception:  # noqa: BLE001 (only used to label an error)
-        return "?"
 
 
 def _toc_map(prog: Any, errors: List[str]) -> Any:
@@ -210,10 +196,11 @@ def toc_check(prog: Any, *, progress: Optional[Progress] = None) -> TriageResult
     errors: List[str] = []
     result = TriageResult(
         kernel=_kernel_info(prog, errors),
-        livepatch=_livepatch_state(prog, errors),
+        livepatch=LivepatchState(),
         ftrace=FtraceState(),
     )
-    result.tasks = task_traces(prog, progress=progress, errors=errors)
+    result.livepatch = _livepatch_state(prog, errors, result.diagnostics)
+    result.tasks, result.census = _enumerate_tasks(prog, progress, errors, result.diagnostics)
     tocs = _toc_map(prog, errors)
     result.findings = _findings(prog, result, tocs, errors)
     result.errors = errors
@@ -251,11 +238,11 @@ def triage(prog: Any, *, all_records: bool = False,
         ftrace=FtraceState(),
     )
     stage("livepatch")
-    result.livepatch = _livepatch_state(prog, errors)
+    result.livepatch = _livepatch_state(prog, errors, result.diagnostics)
     stage("ftrace")
     result.ftrace = _ftrace_state(prog, all_records, errors)
     mark("tasks")
-    result.tasks = task_traces(prog, progress=progress, errors=errors)
+    result.tasks, result.census = _enumerate_tasks(prog, progress, errors, result.diagnostics)
     stage("tocs")
     tocs = _toc_map(prog, errors)
     stage("checks")
@@ -522,7 +509,30 @@ def _task_json(t: TaskTrace) -> Dict[str, Any]:
         "livepatch_stack_info": _livepatch_stack_info(lps),
         "ret_stack_errors": list(getattr(t, "ret_stack_errors", [])),
         "errors": list(t.errors),
+        "sources": sorted(t.sources),
     }
+
+
+def _census_json(c: Optional[TaskCensus]) -> Optional[Dict[str, Any]]:
+    if c is None:
+        return None
+    return {
+        "found": dict(sorted(c.found.items())),
+        "failed": list(c.failed),
+        "tasks": c.tasks,
+        "counted": c.counted,
+        "nr_threads": c.nr_threads,
+        "total_forks": c.total_forks,
+        "missed": [
+            {"pid": m.pid, "comm": m.comm, "address": m.address, "found_by": sorted(m.found_by),
+             "missed_by": sorted(m.missed_by), "exiting": m.exiting}
+            for m in sorted(c.missed, key=lambda m: (m.pid, m.address))
+        ],
+    }
+
+
+def _diagnostic_json(d: Diagnostic) -> Dict[str, Any]:
+    return {"stage": d.stage, "kind": d.kind.value, "address": d.address, "message": d.message}
 
 
 def _tocs_json(tocs: Any) -> Dict[str, Any]:
@@ -575,6 +585,8 @@ def to_json(result: TriageResult) -> Dict[str, Any]:
         "findings": [_finding_json(f) for f in sorted(result.findings, key=findings_sort_key)],
         "tocs": _tocs_json(result.tocs),
         "errors": list(result.errors),
+        "census": _census_json(result.census),
+        "diagnostics": [_diagnostic_json(d) for d in result.diagnostics],
     }
 
 

@@ -207,6 +207,7 @@ def test_package_exports_triage():
 
 def test_triage_reports_a_failing_part_and_goes_on(monkeypatch):
     from lpdebug import backtrace, checks, ftrace, kernel, livepatch, toc
+    from lpdebug import tasks as lpdebug_tasks
 
     kinfo = model.KernelInfo(release="6.12.57", arch="ppc64le", page_size=4096, mmu="radix")
     traces = {1: _task(1), 42: _task(42, with_stacks=True)}
@@ -230,8 +231,10 @@ def test_triage_reports_a_failing_part_and_goes_on(monkeypatch):
                         lambda prog, all_records=False: model.FtraceState(total_records=7))
     monkeypatch.setattr(toc, "module_tocs", lambda prog, **k: TocMap())
     monkeypatch.setattr(backtrace, "true_backtrace", fake_true_backtrace)
-    monkeypatch.setattr("drgn.helpers.linux.pid.for_each_task",
-                        lambda prog: [FakeTask(42), FakeTask(13), FakeTask(1)])
+    monkeypatch.setattr(lpdebug_tasks, "find_tasks", lambda prog: lpdebug_tasks.FoundTasks(
+        [lpdebug_tasks.FoundTask(FakeTask(pid), [model.TaskSource.PID_IDR], pid) for pid in (1, 13, 42)],
+        model.TaskCensus(found={"pid_idr": 3}, tasks=3, counted=3, nr_threads=3), []))
+    monkeypatch.setattr(lpdebug_tasks, "Symbolizer", lambda prog: None, raising=False)
     found = model.Finding(kind="unreadable_memory", severity="warning", pid=42, frame=None,
                           address=None, expected_toc=None, expected_module=None, actual_toc=None,
                           actual_module=None, message="m")
@@ -240,9 +243,13 @@ def test_triage_reports_a_failing_part_and_goes_on(monkeypatch):
     progress = []
     result = triage.triage(object(), progress=lambda *a: progress.append(a))
     assert result.kernel is kinfo
-    assert [t.pid for t in result.tasks] == [1, 42]
+    # The task whose trace failed keeps its row: the failure costs its trace, not the task.
+    assert [t.pid for t in result.tasks] == [1, 13, 42]
+    assert [t.sources for t in result.tasks] == [["pid_idr"]] * 3
+    assert result.tasks[1].state == "?" and not result.tasks[1].frames
     assert any(e.startswith("livepatch state: LookupError: no klp_patches") for e in result.errors)
-    assert any("ValueError: stack pointer outside the stack" in e for e in result.errors)
+    failed = [d for d in result.diagnostics if d.stage == "tasks" and d.kind == model.DiagnosticKind.STAGE_FAILED]
+    assert len(failed) == 1 and "ValueError: stack pointer outside the stack" in failed[0].message
     assert result.findings == [found]
     assert result.ftrace.total_records == 7
     assert ("tasks", 3, 3) in progress

@@ -106,6 +106,8 @@ def _minimal_doc():
         "findings": [],
         "tocs": {"images": [], "errors": []},
         "errors": [],
+        "census": None,
+        "diagnostics": [],
     }
 
 
