@@ -405,3 +405,43 @@ def mutate(rng: random.Random, inputs: Inputs, others: List[Inputs], scratch: st
         out.vmlinux = os.path.join(scratch, "vmlinux")
         what = f"vmlinux truncated to {_truncate_file(rng, inputs.vmlinux, out.vmlinux)} bytes"
     return name, what, out
+
+
+# --- targeted damage of a core file too big to hold in memory ----------------------------
+
+
+def load_segments(path: str) -> Tuple[str, List[Segment]]:
+    """(struct byte order, program headers) of the ELF64 core at ``path``, read from its headers only."""
+    with open(path, "rb") as f:
+        ident = f.read(64)
+        end = "<" if ident[5] == 1 else ">"
+        (phoff,) = struct.unpack_from(end + "Q", ident, 32)
+        phentsize, phnum = struct.unpack_from(end + "HH", ident, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    segments = []
+    for i in range(phnum):
+        p_type, _, offset, vaddr, paddr, filesz = struct.unpack_from(end + "IIQQQQ", table, i * phentsize)
+        segments.append(Segment(i, p_type, offset, filesz, vaddr, paddr))
+    return end, segments
+
+
+def file_offset(segments: List[Segment], vaddr: int) -> int:
+    """File offset of kernel linear-map address ``vaddr`` in a core with these program headers."""
+    for seg in segments:
+        if seg.type != PT_LOAD:
+            continue
+        for base in (seg.vaddr, LINEAR_MAP_BASE + seg.paddr):
+            if base and base <= vaddr < base + seg.filesz:
+                return seg.offset + vaddr - base
+    raise LookupError(f"{vaddr:#x} is not in the core's PT_LOAD data")
+
+
+def damaged_copy(src: str, dst: str, patches: Dict[int, bytes]) -> None:
+    """Copy the core ``src`` to ``dst`` with the bytes at each kernel address of ``patches`` replaced."""
+    shutil.copyfile(src, dst)
+    _, segments = load_segments(dst)
+    with open(dst, "r+b") as f:
+        for vaddr, data in sorted(patches.items()):
+            f.seek(file_offset(segments, vaddr))
+            f.write(data)
