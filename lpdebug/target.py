@@ -258,7 +258,7 @@ def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool, wa
     except drgn.MissingDebugInfoError as e:
         warnings.append(f"missing debug info: {e}")
     except Exception as e:  # noqa: BLE001 (libelf/libdw failures are plain Exceptions)
-        if main or len(files) <= 1:
+        if main:
             what = files[0] if len(files) == 1 else "the debug info"
             raise DebugInfoError(
                 f"{what}: could not load debug info ({' '.join(str(e).split())}): the file is "
@@ -272,7 +272,8 @@ def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool, wa
                 warnings.append(f"missing debug info: {e2}")
             except Exception as e2:  # noqa: BLE001
                 warnings.append(f"{path}: skipped, its debug info cannot be loaded "
-                                f"({' '.join(str(e2).split())}): the file is truncated or damaged")
+                                f"({' '.join(str(e2).split())}): the file is truncated or damaged;"
+                                " give an intact copy of it")
 
 
 def _module_name_of_file(path: str) -> str:
