@@ -157,3 +157,20 @@ def test_vmcoreinfo_without_radix_mmu(tmp_path, stuck):
     head = proc.stdout.split("Kernel\n------")[0]
     assert "this report is incomplete" in head
     assert "klp_ops hold" in head and "klp_patches" in head
+
+
+def test_a_real_bug_is_still_an_internal_error(monkeypatch, capsys, stuck):
+    from lpdebug import triage as tr
+    from lpdebug.commands import cli
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug in lpdebug")
+
+    monkeypatch.delenv("LPDEBUG_TRACEBACK", raising=False)
+    monkeypatch.setattr(tr, "triage", bug)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["triage", "-c", stuck["vmcore"], "-s", stuck["vmlinux"]])
+    assert exited.value.code == 2
+    errors = _lines(capsys.readouterr().err, "error")
+    assert errors == ["lpdebug: error: internal error: RuntimeError: a bug in lpdebug "
+                      "(set LPDEBUG_TRACEBACK=1 for details)"]
