@@ -51,6 +51,11 @@ _EXPORTS: Dict[str, str] = {
     "module_tocs": "toc",
     "vmlinux_toc": "toc",
     "true_backtrace": "backtrace",
+    "find_tasks": "tasks",
+    "for_each_task_in_pid_idr": "tasks",
+    "for_each_task_in_task_list": "tasks",
+    "for_each_runqueue_task": "tasks",
+    "for_each_crash_notes_task": "tasks",
     # the whole report
     "task_traces": "triage",
     "to_json": "triage",
@@ -79,6 +84,11 @@ _EXPORTS: Dict[str, str] = {
     "TaskTrace": "model",
     "Finding": "model",
     "TriageResult": "model",
+    "TaskSource": "model",
+    "TaskCensus": "model",
+    "MissedTask": "model",
+    "Diagnostic": "model",
+    "DiagnosticKind": "model",
 }
 
 __all__ = sorted(list(_EXPORTS) + ["triage"])
