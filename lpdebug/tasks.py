@@ -184,6 +184,10 @@ def _xa_entries(xa: drgn.Object, what: str, limit: int) -> Iterator[drgn.Object]
                 raise WalkError(DiagnosticKind.CYCLE, node_addr,
                                 f"{what}: node {node_addr:#x} is reached twice")
             seen.add(node_addr)
+            # A full tree of ``limit`` entries has about limit / 2**chunk_shift leaf nodes.
+            if len(seen) > (limit >> chunk_shift) * 2 + 64:
+                raise WalkError(DiagnosticKind.CORRUPT, node_addr,
+                                f"{what}: more nodes than {limit} entries can need")
             node = drgn.Object(prog, node_type, node_addr)
             shift = node.shift.value_()
             if (want_shift is not None and shift != want_shift) or shift % chunk_shift or shift > 64:
@@ -267,6 +271,18 @@ def for_each_task_in_task_list(prog: drgn.Program) -> Iterator[drgn.Object]:
     yield init.address_of_()
     threads = has_member(prog, "struct task_struct", "thread_node") and \
         has_member(prog, "struct signal_struct", "thread_head")
+    yield from _at_most(_task_list_entries(prog, init, threads), PID_MAX_LIMIT,
+                        f"task list (init_task.tasks at {init.tasks.address_:#x})")
+
+
+def _at_most(entries: Iterator[drgn.Object], limit: int, what: str) -> Iterator[drgn.Object]:
+    for count, entry in enumerate(entries):
+        if count >= limit:
+            raise WalkError(DiagnosticKind.CORRUPT, entry.value_(), f"{what}: more than {limit} tasks")
+        yield entry
+
+
+def _task_list_entries(prog: drgn.Program, init: drgn.Object, threads: bool) -> Iterator[drgn.Object]:
     for leader in _bounded_list(init.tasks, "struct task_struct", "tasks",
                                 f"task list (init_task.tasks at {init.tasks.address_:#x})",
                                 PID_MAX_LIMIT):

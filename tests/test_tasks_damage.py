@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 
+import drgn
 import pytest
 
 from lpdebug import model, render, sample, target
@@ -151,3 +152,43 @@ def test_census_agrees_with_the_kernel_and_the_guest(name):
     forks = int(next(line.split()[1] for line in _truth_file(truth, "proc_stat").splitlines()
                      if line.startswith("processes ")))
     assert census.total_forks >= forks
+
+
+@pytest.mark.parametrize("where, name", _where("settled"))
+def test_task_list_cycle_is_found_and_costs_no_task(tmp_path, where, name):
+    from drgn.helpers.linux.list import list_for_each_entry
+
+    prog, before = _undamaged_result(where, name)
+    init = prog["init_task"]
+    leaders = list(list_for_each_entry("struct task_struct", init.tasks.address_of_(), "tasks"))
+    third = leaders[2]
+    # Its successor link points back to itself: a loop that never returns to the head.
+    vmcore, symbols, _ = _inputs(where, name)
+    loop = third.tasks.address_
+    damaged = _damaged(tmp_path, vmcore, {third.tasks.next.address_: loop.to_bytes(8, "little")})
+
+    after = tr.triage(_open(damaged, symbols))
+    assert after.census.failed == ["task_list"]
+    cycles = [d for d in after.diagnostics if d.kind == model.DiagnosticKind.CYCLE]
+    assert len(cycles) == 1 and cycles[0].address == loop and "task list" in cycles[0].message
+    assert sorted((t.pid, t.address) for t in after.tasks) == sorted((t.pid, t.address) for t in before.tasks)
+    assert after.census.counted == after.census.nr_threads
+
+
+@pytest.mark.parametrize("where, name", _where("settled"))
+def test_pid_idr_node_pointing_to_itself(tmp_path, where, name):
+    prog, before = _undamaged_result(where, name)
+    head = prog["init_pid_ns"].idr.idr_rt.xa_head.value_()
+    assert head & 3 == 2, "the pid IDR has more than one entry: its head is a node"
+    root = drgn.Object(prog, "struct xa_node", address=head - 2)
+    # The root's first slot (pids 0..63 at the lowest level, or a subtree) points to the root itself.
+    vmcore, symbols, _ = _inputs(where, name)
+    damaged = _damaged(tmp_path, vmcore, {root.slots[0].address_: head.to_bytes(8, "little")})
+
+    after = tr.triage(_open(damaged, symbols))
+    assert "pid_idr" in after.census.failed
+    cycles = [d for d in after.diagnostics if d.kind == model.DiagnosticKind.CYCLE]
+    assert len(cycles) == 1 and cycles[0].address == head - 2 and "pid IDR" in cycles[0].message
+    # The pids the damaged slot held are found through the task list.
+    assert sorted((t.pid, t.address) for t in after.tasks) == sorted((t.pid, t.address) for t in before.tasks)
+    assert after.census.counted == after.census.nr_threads
