@@ -17,7 +17,7 @@ Bad classes (the goal is none):
   memory           the process grew past --max-rss MiB
   invalid_json     a JSON run printed no valid lpdebug.triage document
   internal_error   "internal error": lpdebug met a failure it did not foresee
-  exit0_regress    exit 0 (clean) where the undamaged fixture gave 1 (findings)
+  exit0_regress    exit 0 (clean) where the undamaged fixture gave 1 (findings) or 3
   lost_silent      fewer tasks than the undamaged fixture, yet a complete report
   unclear_error    exit 2 without exactly one "lpdebug: error:" line
 
@@ -216,8 +216,9 @@ def classify(answer: Dict[str, Any], as_json: bool, baseline: Dict[str, Any]) ->
         tasks = len(doc["tasks"])
     else:
         tasks = _text_task_count(stdout)
-    if status == 0 and baseline.get("status") == 1:
-        return "exit0_regress", f"baseline 1, {tasks} tasks"
+    if status == 0 and baseline.get("status") != 0:
+        # The undamaged fixture has findings (1) or is incomplete (3): damage cannot make it clean.
+        return "exit0_regress", f"baseline {baseline.get('status')}, {tasks} tasks"
     if status != 3 and tasks is not None and baseline.get("tasks") is not None and tasks < baseline["tasks"]:
         return "lost_silent", f"{tasks} tasks of {baseline['tasks']}, exit {status}"
     return STATUS_CLASS[status], ""
@@ -280,7 +281,8 @@ def baselines(fixtures: List[damage.Inputs], worker: Worker, timeout: float) -> 
 
 
 def fuzz(seed: int, runs: int, jobs: int, timeout: float, max_rss: int, names: Optional[List[str]] = None,
-         start: int = 0, progress: bool = True) -> Tuple[List[Run], Dict[str, Dict[str, Any]]]:
+         start: int = 0, progress: bool = True,
+         log: Optional[str] = None) -> Tuple[List[Run], Dict[str, Dict[str, Any]]]:
     fixtures = fixture_inputs(names)
     workers = [Worker(max_rss) for _ in range(jobs)]
     free = list(workers)
@@ -305,11 +307,16 @@ def fuzz(seed: int, runs: int, jobs: int, timeout: float, max_rss: int, names: O
                 free.append(worker)
         with lock:
             done.append(run)
+            if log_file is not None:
+                log_file.write(json.dumps(run.__dict__) + "\n")
+                log_file.flush()
             if progress and len(done) % 50 == 0:
                 counts = collections.Counter(r.cls for r in done)
-                bad = sum(counts[c] for c in BAD)
-                sys.stderr.write(f"  {len(done)}/{runs} runs, {bad} bad\n")
+                sys.stderr.write(f"  {len(done)}/{runs} runs: "
+                                 + ", ".join(f"{c} {counts[c]}" for c in BAD + GOOD if counts[c]) + "\n")
         return run
+
+    log_file = open(log, "a") if log else None
 
     try:
         with ThreadPoolExecutor(jobs) as pool:
@@ -318,6 +325,8 @@ def fuzz(seed: int, runs: int, jobs: int, timeout: float, max_rss: int, names: O
         for worker in workers:
             worker.stop()
         shutil.rmtree(scratch_root, ignore_errors=True)
+        if log_file is not None:
+            log_file.close()
     done.sort(key=lambda r: r.index)
     return done, base
 
@@ -351,7 +360,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--max-rss", type=int, default=2048, help="MiB before a run is a memory blow-up")
     parser.add_argument("--fixture", action="append", help="only these fixtures (repeatable)")
     parser.add_argument("--show", type=int, metavar="I", help="print what run I does and keep its files")
-    parser.add_argument("--json", metavar="FILE", help="write every run as JSON here")
+    parser.add_argument("--json", metavar="FILE", help="write every run as JSON here at the end")
+    parser.add_argument("--log", metavar="FILE", help="append each run as a JSON line as it ends")
+    parser.add_argument("--table", metavar="LOG", help="print the table of a --log file and exit")
     args = parser.parse_args(argv)
     if args.worker:
         worker_main()
@@ -363,9 +374,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"run {run.index}: {run.fixture}: {run.mutator}: {run.what}")
         print("lpdebug " + " ".join(_argv(damaged, run.as_json)))
         return 0
+    if args.table:
+        with open(args.table) as f:
+            logged = [Run(**json.loads(line)) for line in f if line.strip()]
+        print(table(logged))
+        for r in [r for r in logged if r.cls in BAD][:40]:
+            print(f"  {r.cls}: run {r.index} ({r.fixture}, {r.mutator}: {r.what[:100]}): {r.detail[:200]}")
+        return 0
     runs = FAST_RUNS if args.fast else args.runs
     start = time.monotonic()
-    done, base = fuzz(args.seed, runs, args.jobs, args.timeout, args.max_rss, args.fixture, args.start)
+    done, base = fuzz(args.seed, runs, args.jobs, args.timeout, args.max_rss, args.fixture, args.start,
+                      log=args.log)
     elapsed = time.monotonic() - start
     print(f"lpdebug fuzz: seed {args.seed}, runs {args.start}..{args.start + runs - 1}, "
           f"{len(base)} fixtures, {args.jobs} jobs, {elapsed:.0f} s")
