@@ -234,7 +234,8 @@ def for_each_task_in_pid_idr(prog: drgn.Program) -> Iterator[drgn.Object]:
     what = f"pid IDR (init_pid_ns.idr at {ns.idr.address_:#x})"
     pidtype_pid = prog.constant("PIDTYPE_PID") if _has_constant(prog, "PIDTYPE_PID") else 0
     if not has_member(prog, "struct idr", "idr_rt") or not has_type(prog, "struct xa_node"):
-        # Kernels before 4.20: drgn's own walk (bounded by its yield count only).
+        # Before 4.20 (f8d5d0cc145c "xarray: Add definition of struct xarray") the IDR is
+        # an old-style radix tree: drgn's own walk, bounded by the yield count only.
         from drgn.helpers.linux.idr import idr_for_each
 
         entries: Iterator[drgn.Object] = (e for _, e in idr_for_each(ns.idr.address_of_()))
@@ -269,6 +270,8 @@ def for_each_task_in_task_list(prog: drgn.Program) -> Iterator[drgn.Object]:
     """
     init = _global(prog, "init_task", "struct task_struct")
     yield init.address_of_()
+    # signal->thread_head / task->thread_node: 3.14 (0c740d0afc3b "introduce for_each_thread()
+    # to replace the buggy while_each_thread()"); older kernels only link leaders here.
     threads = has_member(prog, "struct task_struct", "thread_node") and \
         has_member(prog, "struct signal_struct", "thread_head")
     yield from _at_most(_task_list_entries(prog, init, threads), PID_MAX_LIMIT,
