@@ -192,3 +192,24 @@ def test_pid_idr_node_pointing_to_itself(tmp_path, where, name):
     # The pids the damaged slot held are found through the task list.
     assert sorted((t.pid, t.address) for t in after.tasks) == sorted((t.pid, t.address) for t in before.tasks)
     assert after.census.counted == after.census.nr_threads
+
+
+@pytest.mark.parametrize("where, name", _where("settled"))
+def test_klp_patches_emptied_while_klp_ops_and_sysfs_show_patches(tmp_path, where, name):
+    prog, before = _undamaged_result(where, name)
+    names = sorted(p.name for p in before.livepatch.patches)
+    assert names and before.livepatch.ops
+    head = prog["klp_patches"]
+    # The list head points to itself: klp_patches reads as empty, with no error of its own.
+    vmcore, symbols, _ = _inputs(where, name)
+    damaged = _damaged(tmp_path, vmcore, {head.next.address_: head.address_.to_bytes(8, "little")})
+
+    after = tr.triage(_open(damaged, symbols))
+    assert after.livepatch.patches == [] and not after.livepatch.errors
+    lost = [d for d in after.diagnostics if d.stage == "livepatch" and d.kind == model.DiagnosticKind.LOST]
+    assert len(lost) == 2, after.diagnostics
+    assert all(d.address == head.address_ for d in lost)
+    assert any(f"klp_ops hold {len(before.livepatch.ops)} patched function(s)" in d.message for d in lost)
+    assert any(f"/sys/kernel/livepatch holds {', '.join(names)}" in d.message for d in lost)
+    proc = _cli("triage", "-c", damaged, *[a for s in symbols for a in ("-s", s)])
+    assert proc.returncode == 3, proc.stderr
