@@ -617,6 +617,11 @@ def _stub_trace(found: FoundTask) -> TaskTrace:
                      patch_state=patch_state, address=task.value_())
 
 
+def _idle_without_registers(trace: TaskTrace) -> bool:
+    return (trace.pid == 0 and trace.on_cpu is not None and trace.cpu_registers is None
+            and not trace.frames and len(trace.errors) == 1)
+
+
 def task_traces(prog: drgn.Program, found: FoundTasks,
                 progress: Optional[Callable[[str, int, int], None]] = None) -> Tuple[List[TaskTrace],
                                                                                     List[Diagnostic]]:
@@ -648,6 +653,11 @@ def task_traces(prog: drgn.Program, found: FoundTasks,
                 f"task {trace.pid} ({trace.comm}) at {item.task.value_():#x}: no trace: "
                 f"{type(e).__name__}: {' '.join(str(e).split())}"))
         trace.sources = [s.value for s in item.sources]
+        if _idle_without_registers(trace):
+            # An idle task running on its CPU, in a dump that saved no registers for that CPU
+            # (a QMP capture of an idle guest), is in the idle loop: there is no stack to
+            # unwind. It is listed with its ret_stack, and nothing is missing from the report.
+            trace.errors = []
         if trace.state == "?":
             no_state.append(trace)
         traces.append(trace)
