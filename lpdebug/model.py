@@ -303,8 +303,8 @@ class TaskSource(str, enum.Enum):
 class MissedTask:
     """A task that a source which should hold it did not give."""
 
-    pid: int
-    comm: str
+    pid: int  # its PID; -1 when unreadable
+    comm: str  # its name; "?" when unreadable
     address: int  # of the task_struct
     found_by: List[str]  # TaskSource values
     missed_by: List[str]  # TaskSource values that should have found it and did not
