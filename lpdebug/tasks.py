@@ -348,7 +348,7 @@ def for_each_crash_notes_task(prog: drgn.Program) -> Iterator[drgn.Object]:
     ``paca->__current`` (ppc64), which must have the pid its note holds.
     Raises :class:`WalkError` when they disagree or the paca is unreadable.
     """
-    from .backtrace import crashed_cpus
+    from .crash_notes import crashed_cpus
 
     cpus = crashed_cpus(prog)
     if not cpus or not has_member(prog, "struct paca_struct", "__current"):
