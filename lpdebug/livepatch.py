@@ -16,7 +16,7 @@ in ``LivepatchState.errors``, never as an exception.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Set
 
 import drgn
 from . import kernel
@@ -509,7 +509,7 @@ def _sysfs_patch_names(prog: drgn.Program) -> Optional[List[str]]:
     if not sd.value_():
         return None
     names: List[str] = []
-    seen = set()
+    seen: Set[int] = set()
     # In-order walk of kernfs_node.dir.children (linked through kernfs_node.rb).
     pending = [sd.dir.children.rb_node.value_()]
     while pending:

@@ -336,9 +336,9 @@ def for_each_runqueue_task(prog: drgn.Program) -> Iterator[drgn.Object]:
             except (*_UNREADABLE, ValueError) as e:
                 broken.append((cpu, e))
     if broken:
-        cpu, e = broken[0]
-        raise WalkError(DiagnosticKind.UNREADABLE, _fault_address(e),
-                        f"runqueues: CPU {cpu}'s runqueue is unreadable ({e})"
+        first_cpu, first_error = broken[0]
+        raise WalkError(DiagnosticKind.UNREADABLE, _fault_address(first_error),
+                        f"runqueues: CPU {first_cpu}'s runqueue is unreadable ({first_error})"
                         + (f", and {len(broken) - 1} more" if len(broken) > 1 else ""))
 
 
@@ -497,9 +497,9 @@ def find_tasks(prog: drgn.Program) -> FoundTasks:
         except _UNREADABLE as e:
             unreadable_pids.append((found.task.value_(), e))
     if unreadable_pids:
-        address, e = unreadable_pids[0]
+        address, first_error = unreadable_pids[0]
         diagnostics.append(Diagnostic(
-            STAGE, DiagnosticKind.UNREADABLE, _fault_address(e) or address,
+            STAGE, DiagnosticKind.UNREADABLE, _fault_address(first_error) or address,
             f"the pid of {len(unreadable_pids)} task(s) is unreadable (first: task_struct at "
             f"{address:#x}): they are listed, but cannot be checked against the sources"))
 
