@@ -52,6 +52,11 @@ _EXPORTS: Dict[str, str] = {
     "module_tocs": "toc",
     "vmlinux_toc": "toc",
     "true_backtrace": "backtrace",
+    "find_tasks": "tasks",
+    "for_each_task_in_pid_idr": "tasks",
+    "for_each_task_in_task_list": "tasks",
+    "for_each_runqueue_task": "tasks",
+    "for_each_crash_notes_task": "tasks",
     # the whole report
     "triage": "report",
     "task_traces": "report",
@@ -87,6 +92,9 @@ _EXPORTS: Dict[str, str] = {
     "ModuleToc": "model",
     "TocMap": "model",
     "TriageResult": "model",
+    "TaskSource": "model",
+    "TaskCensus": "model",
+    "MissedTask": "model",
 }
 
 __all__ = sorted(_EXPORTS)

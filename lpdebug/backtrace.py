@@ -132,7 +132,8 @@ def _task_state(task: drgn.Object) -> str:
 
     try:
         return task_state_to_char(task)
-    except (LookupError, *_UNREADABLE, ValueError):
+    except Exception:  # noqa: BLE001 (drgn raises a bare Exception on a damaged task_state_array)
+        # An unreadable state costs the state, not the task (lpdebug.tasks reports it).
         return "?"
 
 

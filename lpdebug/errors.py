@@ -19,7 +19,8 @@ class BuildIdMismatch(DebugInfoError):
 
     def __init__(self, vmlinux: str, expected: str, actual: str) -> None:
         super().__init__(
-            f"{vmlinux} has build ID {actual}, but the target kernel's build ID is {expected}"
+            f"{vmlinux} has build ID {actual}, but the target kernel's build ID is {expected}:"
+            " give the vmlinux of the kernel that made the dump"
         )
         self.vmlinux = vmlinux
         self.expected = expected

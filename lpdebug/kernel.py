@@ -325,10 +325,13 @@ def mmu(prog: drgn.Program) -> Optional[str]:
     result: Optional[str] = None
     value = vmcoreinfo(prog).get("NUMBER(RADIX_MMU)")
     if value is not None:
-        result = "radix" if int(value) else "hash"
-    elif symbol_address(prog, "interrupt_base_book3e") is not None:
-        return None  # Book3E: neither
-    else:
+        try:
+            result = "radix" if int(value) else "hash"
+        except ValueError:  # a damaged note: ask the cpu features instead
+            pass
+    if result is None:
+        if symbol_address(prog, "interrupt_base_book3e") is not None:
+            return None  # Book3E: neither
         features = _mmu_features(prog)
         if features is not None:
             result = "radix" if features & MMU_FTR_TYPE_RADIX else "hash"
@@ -545,5 +548,7 @@ def walk_list(
             next_node = node.next.read_()
             yield drgn.container_of(node, type_name, member)
             node = next_node
-    except drgn.FaultError as e:
+    except (drgn.FaultError, NotImplementedError, LookupError) as e:
+        # LookupError: drgn cannot translate the address (the MMU type unknown: no
+        # NUMBER(RADIX_MMU), no cur_cpu_spec in the debug info).
         diagnostics.append(from_exception(stage, f"{what}: a list node (the walk stopped there) is", e))

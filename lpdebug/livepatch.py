@@ -16,13 +16,9 @@ in ``LivepatchState.diagnostics``, never as an exception.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, Set
 
 import drgn
-from drgn.helpers.linux.cpumask import for_each_possible_cpu
-from drgn.helpers.linux.pid import for_each_task
-from drgn.helpers.linux.sched import idle_task
-
 from . import kernel
 from .diagnostics import corrupt, cycle, from_exception, missing_debug_info
 from .model import (
@@ -53,6 +49,7 @@ __all__ = (
     "tasks_not_in_target_state",
     "blocking_tasks",
     "livepatch_state",
+    "missing_patches",
     "KLP_UNDEFINED",
     "KLP_UNPATCHED",
     "KLP_PATCHED",
@@ -65,6 +62,10 @@ KLP_UNDEFINED = -1
 KLP_UNPATCHED = 0
 KLP_PATCHED = 1
 _STATE_NAMES = {KLP_UNPATCHED: "unpatched", KLP_PATCHED: "patched"}
+
+# A read of target memory fails with these (see lpdebug.tasks): one
+# unreadable patch or ops costs that entry, not the livepatch state.
+_UNREADABLE = (drgn.FaultError, NotImplementedError, LookupError, AttributeError)
 
 # enum klp_state of 4.4/4.9, where objects and funcs had a `state` member.
 _KLP_ENABLED = 1
@@ -284,19 +285,12 @@ def _transition_patch(prog: drgn.Program) -> Optional[drgn.Object]:
 
 def _all_tasks(prog: drgn.Program) -> Iterator[drgn.Object]:
     # The transition also waits for each CPU's idle task, which is not on
-    # the task list (except CPU 0's, init_task).
-    seen = set()
-    for task in for_each_task(prog):
-        seen.add(task.value_())
-        yield task
-    try:
-        for cpu in for_each_possible_cpu(prog):
-            task = idle_task(prog, cpu)
-            if task.value_() not in seen:
-                seen.add(task.value_())
-                yield task
-    except (LookupError, drgn.FaultError):
-        pass
+    # the task list (except CPU 0's, init_task): the union of every task
+    # source holds them, and survives a damaged pid IDR.
+    from .tasks import find_tasks
+
+    for found in find_tasks(prog).tasks:
+        yield found.task
 
 
 def tasks_not_in_target_state(prog: drgn.Program) -> Iterator[drgn.Object]:
@@ -447,12 +441,12 @@ def livepatch_state(prog: drgn.Program, traces: Optional[Iterable[TaskTrace]] = 
     for patch in for_each_klp_patch(prog, state.diagnostics):
         try:
             state.patches.append(_patch_model(patch, transition_addr, sym, state.diagnostics))
-        except drgn.FaultError as e:
+        except _UNREADABLE as e:
             state.diagnostics.append(from_exception(STAGE, f"klp_patch at {patch.value_():#x}", e))
     for ops in for_each_klp_ops(prog, state.diagnostics):
         try:
             state.ops.append(_ops_model(ops, sym, state.diagnostics))
-        except drgn.FaultError as e:
+        except _UNREADABLE as e:
             state.diagnostics.append(from_exception(STAGE, f"klp_ops at {ops.value_():#x}", e))
     target = target_state(prog)
     if transition is not None:
@@ -460,7 +454,7 @@ def livepatch_state(prog: drgn.Program, traces: Optional[Iterable[TaskTrace]] = 
         if name is None:
             try:
                 name = transition.mod.name.string_().decode(errors="replace")
-            except drgn.FaultError as e:
+            except _UNREADABLE as e:
                 state.diagnostics.append(from_exception(
                     STAGE, f"klp_transition_patch {transition_addr:#x}", e, transition_addr))
                 name = f"klp_patch@{transition_addr:#x}"
@@ -541,3 +535,98 @@ def blocking_tasks(state: LivepatchState, traces: Iterable[TaskTrace]) -> List[B
         result.append(BlockingTask(pid=trace.pid, comm=trace.comm, patch_state=trace.patch_state,
                                    function=function, frame=frame_index))
     return result
+
+
+# --- patches the other structures say exist ----------------------------------
+
+
+# A livepatch directory in sysfs holds one entry per patch; far fewer than this.
+_SYSFS_LIMIT = 10_000
+
+
+def _sysfs_patch_names(prog: drgn.Program) -> Optional[List[str]]:
+    """
+    The names under ``/sys/kernel/livepatch`` (``klp_root_kobj``'s kernfs
+    children, one per registered patch), None when the kernel has no such
+    directory (no livepatch, or no sysfs debug info). Raises
+    :class:`~lpdebug.tasks.WalkError` when the rbtree is damaged.
+    """
+    from .model import DiagnosticKind
+    from .tasks import WalkError
+
+    if not kernel.has_object(prog, "klp_root_kobj") or not kernel.has_member(prog, "struct kernfs_node", "dir"):
+        return None
+    root = prog["klp_root_kobj"].read_()
+    if not root.value_():
+        return None
+    sd = root.sd.read_()
+    if not sd.value_():
+        return None
+    names: List[str] = []
+    seen: Set[int] = set()
+    # In-order walk of kernfs_node.dir.children (linked through kernfs_node.rb).
+    pending = [sd.dir.children.rb_node.value_()]
+    while pending:
+        node = pending.pop()
+        if not node:
+            continue
+        if node in seen or len(seen) >= _SYSFS_LIMIT:
+            raise WalkError(DiagnosticKind.CYCLE if node in seen else DiagnosticKind.CORRUPT, node,
+                            f"/sys/kernel/livepatch entries (kernfs rbtree): node {node:#x} "
+                            + ("reached twice" if node in seen else f"past {_SYSFS_LIMIT} entries"))
+        seen.add(node)
+        rb = drgn.Object(prog, "struct rb_node *", node)
+        kn = drgn.container_of(rb, "struct kernfs_node", "rb")
+        names.append(kn.name.string_().decode(errors="replace"))
+        pending.extend((rb.rb_left.value_(), rb.rb_right.value_()))
+    return sorted(names)
+
+
+def missing_patches(prog: drgn.Program, state: LivepatchState) -> List[Diagnostic]:
+    """
+    Diagnostics for patches that ``klp_ops`` or ``/sys/kernel/livepatch``
+    show exist but ``state.patches`` (read from ``klp_patches``) lacks: a
+    damaged or unreadable ``klp_patches`` must not read as "no livepatch".
+    """
+    from .model import DiagnosticKind
+    from .tasks import WalkError
+
+    diagnostics: List[Diagnostic] = []
+    try:
+        head: Optional[int] = prog["klp_patches"].address_
+    except _UNREADABLE:
+        head = None
+    known = {f.address for p in state.patches for o in p.objects for f in o.funcs}
+    orphans = sorted({func for ops in state.ops for func in ops.func_stack if func not in known})
+    if state.ops and not state.patches:
+        diagnostics.append(Diagnostic(
+            "livepatch", DiagnosticKind.LOST, head,
+            f"klp_ops hold {len(state.ops)} patched function(s), but no patch was read from "
+            "klp_patches: it is damaged or unreadable, the patches are missing from this report"))
+    elif orphans:
+        diagnostics.append(Diagnostic(
+            "livepatch", DiagnosticKind.LOST, head,
+            f"klp_ops hold {len(orphans)} klp_func(s) of no patch on klp_patches "
+            f"(first {orphans[0]:#x}; {len(state.patches)} patch(es) read): klp_patches is "
+            "damaged or unreadable, patches are missing from this report"))
+    try:
+        names = _sysfs_patch_names(prog)
+    except WalkError as e:
+        diagnostics.append(Diagnostic("livepatch", e.kind, e.address, str(e)))
+        return diagnostics
+    except _UNREADABLE as e:
+        diagnostics.append(Diagnostic(
+            "livepatch", DiagnosticKind.UNREADABLE, getattr(e, "address", None),
+            f"/sys/kernel/livepatch entries are unreadable ({e}): cannot check that every patch "
+            "was found"))
+        return diagnostics
+    if names is None:
+        return diagnostics
+    found = {p.name for p in state.patches}
+    missing = [n for n in names if n not in found]
+    if missing:
+        diagnostics.append(Diagnostic(
+            "livepatch", DiagnosticKind.LOST, head,
+            f"/sys/kernel/livepatch holds {', '.join(missing)}, which klp_patches does not give: "
+            "klp_patches is damaged or unreadable, or the patch is being freed"))
+    return diagnostics

@@ -372,6 +372,45 @@ class TaskTrace:
     # The function the CPU returned from last (its frame lies just below frame 0's SP, back
     # chain intact): index -1, pc = the return address into it that its own frame holds.
     returned_frame: Optional[Frame] = None
+    sources: List[str] = field(default_factory=list)  # TaskSource values of the sources that found it
+
+
+# --- how the tasks were found -------------------------------------------------
+
+
+class TaskSource(str, enum.Enum):
+    """An independent place the kernel keeps its tasks; lpdebug.tasks takes their union."""
+
+    PID_IDR = "pid_idr"  # init_pid_ns.idr: every task with a pid (not the idle tasks)
+    TASK_LIST = "task_list"  # init_task.tasks and each process's signal->thread_head
+    RUNQUEUE = "runqueue"  # each CPU's rq->curr and rq->idle
+    CRASH_NOTES = "crash_notes"  # each CPU that saved crash registers: its paca->__current
+
+
+@dataclass
+class MissedTask:
+    """A task that a source which should hold it did not give."""
+
+    pid: int  # its PID; -1 when unreadable
+    comm: str  # its name; "?" when unreadable
+    address: int  # of the task_struct
+    found_by: List[str]  # TaskSource values
+    missed_by: List[str]  # TaskSource values that should have found it and did not
+    exiting: bool  # exit_state set: already unhashed from the IDR and the task list, not lost
+
+
+@dataclass
+class TaskCensus:
+    """What each task source gave, and the kernel's own count of its tasks."""
+
+    found: Dict[str, int] = field(default_factory=dict)  # TaskSource value -> tasks it gave
+    failed: List[str] = field(default_factory=list)  # TaskSource values whose walk broke off
+    tasks: int = 0  # tasks in the union
+    counted: int = 0  # tasks in the union the kernel counts in nr_threads (pid != 0, not unhashed)
+    nr_threads: Optional[int] = None  # the kernel's nr_threads; None when unreadable
+    total_forks: Optional[int] = None  # the kernel's total_forks (forks since boot); None when unreadable
+    # tasks some source that should hold them did not give
+    missed: List[MissedTask] = field(default_factory=list, metadata=json_meta(sort=("pid", "address")))
 
 
 # --- TOCs -------------------------------------------------------------------
@@ -539,3 +578,4 @@ class TriageResult:
     tocs: Optional[TocMap] = None  # the TOC of vmlinux and every module; None when not computed
     summary: Optional[Summary] = None  # the verdict that opens the report
     kernel_log: Optional[KernelLog] = None  # the last lines of the kernel log buffer
+    census: Optional[TaskCensus] = None  # how the tasks were found; None when not enumerated

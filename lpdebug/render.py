@@ -28,6 +28,7 @@ from .model import (
     KlpTransition,
     LivepatchStack,
     LivepatchState,
+    TaskCensus,
     Summary,
     TaskTrace,
     TocMap,
@@ -50,6 +51,7 @@ __all__ = (
     "render_diagnostics",
     "result_line",
     "render_summary",
+    "render_census",
     "render_kernel_log",
     "render_triage",
     "SUMMARY_MAX_LINES",
@@ -115,6 +117,35 @@ def result_line(findings: int, diagnostics: int) -> str:
         return (f"Result: INCOMPLETE ({diagnostics} thing{'' if diagnostics == 1 else 's'} "
                 f"could not be checked, listed below), {found}")
     return f"Result: complete, {found}"
+
+
+_MISSED_SHOWN = 20
+_SOURCE_TITLES = {"pid_idr": "pid IDR", "task_list": "task list", "runqueue": "runqueues",
+                  "crash_notes": "crash notes"}
+
+
+def render_census(census: Optional[TaskCensus]) -> str:
+    """How the tasks were found: each source's count, the kernel's own count, the tasks a source missed."""
+    if census is None:
+        return ""
+    found = ", ".join(f"{_SOURCE_TITLES.get(k, k)} {n}" + (" (broke off)" if k in census.failed else "")
+                      for k, n in census.found.items())
+    lines = [f"{census.tasks} tasks found ({found}); {census.counted} with a pid, the kernel counts "
+             + (str(census.nr_threads) if census.nr_threads is not None else "?") + " (nr_threads)"]
+    # A source that broke off misses every task after the break: its own line
+    # says so. The tasks worth a line are those a source that ran through missed.
+    telling = [m for m in census.missed if set(m.missed_by) - set(census.failed)]
+    for m in telling[:_MISSED_SHOWN]:
+        by = ", ".join(_SOURCE_TITLES.get(s, s) for s in m.found_by) or "-"
+        missed = ", ".join(_SOURCE_TITLES.get(s, s) for s in m.missed_by)
+        pid = str(m.pid) if m.pid >= 0 else "?"
+        lines.append(f"  PID {pid} ({m.comm}) at {m.address:#x}: found by {by} only, not by {missed}"
+                     + (" (exiting: already unhashed)" if m.exiting else ""))
+    if len(telling) > _MISSED_SHOWN:
+        lines.append(f"  ... and {len(telling) - _MISSED_SHOWN} more (the JSON lists them all)")
+    if len(census.missed) > len(telling):
+        lines.append(f"  {len(census.missed) - len(telling)} task(s) not found by a source that broke off")
+    return _section("Tasks", "\n".join(lines))
 
 
 # --- kernel -------------------------------------------------------------------
@@ -522,6 +553,7 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
     out.append(render_diagnostics(diagnostics))
     out.append(_section(f"Findings ({len(result.findings)})", render_findings(result.findings)))
 
+    out.append(render_census(result.census))
     flagged = {f.pid for f in result.findings if f.pid is not None}
     blocking = {b.pid for b in result.livepatch.transition.blocking}
     crashed = [t for t in result.tasks if t.crashed]

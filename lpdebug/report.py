@@ -31,6 +31,7 @@ from .model import (
     KernelInfo,
     KernelLog,
     LivepatchState,
+    TaskCensus,
     TaskTrace,
     TriageResult,
     sort_key,
@@ -105,8 +106,12 @@ def _kernel_info(prog: Any, diagnostics: List[Diagnostic]) -> KernelInfo:
 def _livepatch_state(prog: Any, diagnostics: List[Diagnostic]) -> LivepatchState:
     from . import livepatch
 
-    return _guarded(diagnostics, "livepatch", "livepatch state",
-                    lambda: livepatch.livepatch_state(prog), LivepatchState())
+    state = _guarded(diagnostics, "livepatch", "livepatch state",
+                     lambda: livepatch.livepatch_state(prog), LivepatchState())
+    # Patches that klp_ops or /sys/kernel/livepatch show but klp_patches did not give.
+    diagnostics.extend(_guarded(diagnostics, "livepatch", "the livepatch cross-check",
+                                lambda: livepatch.missing_patches(prog, state), []))
+    return state
 
 
 def _ftrace_state(prog: Any, all_records: bool, diagnostics: List[Diagnostic]) -> FtraceState:
@@ -116,68 +121,38 @@ def _ftrace_state(prog: Any, all_records: bool, diagnostics: List[Diagnostic]) -
                     lambda: ftrace.ftrace_state(prog, all_records=all_records), FtraceState())
 
 
+def _enumerate_tasks(prog: Any, progress: Optional[Progress],
+                     diagnostics: List[Diagnostic]) -> Tuple[List[TaskTrace], Optional[TaskCensus]]:
+    from . import tasks
+
+    found = _guarded(diagnostics, "tasks", "the task enumeration", lambda: tasks.find_tasks(prog), None)
+    if found is None:
+        return [], None
+    diagnostics.extend(found.diagnostics)
+    traced = _guarded(diagnostics, "tasks", "the task traces",
+                      lambda: tasks.task_traces(prog, found, progress), None)
+    if traced is None:
+        return [], found.census
+    traces, trace_diagnostics = traced
+    diagnostics.extend(trace_diagnostics)
+    traces.sort(key=_TASK_ORDER)
+    return traces, found.census
+
+
 def task_traces(prog: Any, *, progress: Optional[Progress] = None,
                 diagnostics: Optional[List[Diagnostic]] = None) -> List[TaskTrace]:
     """
-    Every task's true backtrace with its shadow stacks, sorted by pid. A task
-    whose trace raises is left out, with a diagnostic in ``diagnostics``.
+    Every task's true backtrace with its shadow stacks, sorted by pid: the
+    tasks of every source :mod:`lpdebug.tasks` knows (the pid IDR, the task
+    list, the runqueues, the crash notes), each CPU's idle task included. A
+    task whose trace raises keeps its row; what could not be enumerated or
+    traced goes to ``diagnostics``.
     """
-    from drgn.helpers.linux.pid import for_each_task
-
-    from .backtrace import true_backtrace
-
-    if diagnostics is None:
-        diagnostics = []
-    tasks = _guarded(diagnostics, "tasks", "the task list", lambda: list(for_each_task(prog)), [])
-    tasks += _guarded(diagnostics, "tasks", "the idle tasks",
-                      lambda: _other_idle_tasks(prog, tasks), [])
-    traces: List[TaskTrace] = []
-    for done, task in enumerate(tasks):
-        if progress is not None:
-            progress("tasks", done, len(tasks))
-        trace = _guarded(diagnostics, "tasks", f"the trace of the task at {_address_of(task)}",
-                         lambda: true_backtrace(task),  # noqa: B023 (called at once)
-                         None, _value_of(task))
-        if trace is not None:
-            traces.append(trace)
-    if progress is not None:
-        progress("tasks", len(tasks), len(tasks))
-    traces.sort(key=_TASK_ORDER)
+    traces, _ = _enumerate_tasks(prog, progress, diagnostics if diagnostics is not None else [])
     return traces
 
 
 _TASK_ORDER = sort_key(("pid", "address"))
-
-
-def _other_idle_tasks(prog: Any, tasks: List[Any]) -> List[Any]:
-    # The task list holds only CPU 0's idle task (init_task). A dump of a
-    # crash holds every CPU's registers, and a CPU stopped while idle (or
-    # crashed in an interrupt taken while idle) runs its own idle task: walk
-    # those too, so every CPU's registers are checked.
-    from drgn.helpers.linux.sched import idle_task
-
-    from .crash_notes import crashed_cpus
-
-    seen = {t.value_() for t in tasks}
-    idle = []
-    for cpu in sorted(crashed_cpus(prog)):
-        task = idle_task(prog, cpu)
-        if task.value_() not in seen:
-            seen.add(task.value_())
-            idle.append(task)
-    return idle
-
-
-def _value_of(task: Any) -> Optional[int]:
-    try:
-        return int(task.value_())
-    except Exception:  # noqa: BLE001 (only used to label a diagnostic)
-        return None
-
-
-def _address_of(task: Any) -> str:
-    value = _value_of(task)
-    return "?" if value is None else f"{value:#x}"
 
 
 def _toc_map(prog: Any, diagnostics: List[Diagnostic]) -> Any:
@@ -235,7 +210,7 @@ def toc_check(prog: Any, *, progress: Optional[Progress] = None) -> TriageResult
         livepatch=_livepatch_state(prog, diagnostics),
         ftrace=FtraceState(),
     )
-    result.tasks = task_traces(prog, progress=progress, diagnostics=diagnostics)
+    result.tasks, result.census = _enumerate_tasks(prog, progress, diagnostics)
     tocs = _toc_map(prog, diagnostics)
     result.tocs = tocs
     result.findings = _findings(prog, result, tocs, diagnostics)
@@ -280,7 +255,7 @@ def triage(prog: Any, *, all_records: bool = False,
     stage("ftrace")
     result.ftrace = _ftrace_state(prog, all_records, diagnostics)
     mark("tasks")
-    result.tasks = task_traces(prog, progress=progress, diagnostics=diagnostics)
+    result.tasks, result.census = _enumerate_tasks(prog, progress, diagnostics)
     stage("tocs")
     tocs = _toc_map(prog, diagnostics)
     result.tocs = tocs

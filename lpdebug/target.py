@@ -56,17 +56,46 @@ def _warn(prog: drgn.Program, message: str) -> None:
 def _elf(path: str):  # type: ignore[no-untyped-def]
     from elftools.elf.elffile import ELFFile
 
-    return ELFFile(open(path, "rb"))
+    f = open(path, "rb")
+    try:
+        return ELFFile(f)
+    except BaseException:
+        f.close()
+        raise
+
+
+# What pyelftools raises on a truncated or garbled file: its own ELFError
+# (ELFParseError included), and struct/construct errors from the raw reads.
+def _elf_parse_errors() -> tuple:
+    from elftools.common.exceptions import ELFError
+
+    return (ELFError, OSError, ValueError, EOFError, IndexError, KeyError, AssertionError,
+            UnicodeDecodeError) + _construct_errors()
+
+
+def _construct_errors() -> tuple:
+    try:
+        from elftools.construct.core import ConstructError
+
+        return (ConstructError,)
+    except ImportError:  # pragma: no cover (pyelftools without its bundled construct)
+        return ()
+
+
+def _damaged_elf(path: str, what: str, e: BaseException) -> DebugInfoError:
+    detail = " ".join(str(e).split()) or type(e).__name__
+    return DebugInfoError(
+        f"{path}: not a valid ELF {what} ({detail}): the file is truncated or damaged;"
+        " give an intact copy of it"
+    )
 
 
 def file_build_id(path: str) -> Optional[str]:
     """GNU build ID of an ELF file as lowercase hex, None when it has none."""
-    from elftools.common.exceptions import ELFError
-
     try:
         elf = _elf(path)
-    except (OSError, ELFError) as e:
-        raise DebugInfoError(f"{path}: not a readable ELF file ({e})") from e
+    except _elf_parse_errors() as e:
+        raise _damaged_elf(path, "file", e) from e
     try:
         for section in elf.iter_sections():
             if section.header["sh_type"] != "SHT_NOTE":
@@ -75,6 +104,8 @@ def file_build_id(path: str) -> Optional[str]:
                 if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
                     desc = note["n_desc"]
                     return desc.lower() if isinstance(desc, str) else bytes(desc).hex()
+    except _elf_parse_errors() as e:
+        raise _damaged_elf(path, "file", e) from e
     finally:
         elf.stream.close()
     return None
@@ -83,12 +114,12 @@ def file_build_id(path: str) -> Optional[str]:
 def _is_vmlinux(path: str) -> bool:
     # Modules are relocatable objects; vmlinux is ET_EXEC, or ET_DYN when the
     # kernel is built relocatable (the ppc64 default).
-    from elftools.common.exceptions import ELFError
-
     try:
         elf = _elf(path)
-    except (OSError, ELFError):
-        return False
+    except _elf_parse_errors():
+        # Not ELF at all, or too damaged to tell: drgn's loader names the
+        # file; a module-like name says which it was meant to be.
+        return not path.endswith((".ko", ".ko.debug"))
     try:
         return elf.header["e_type"] != "ET_REL"
     finally:
@@ -181,6 +212,12 @@ def load_debug_info(
                 + ": give the matching vmlinux (a file or a directory that holds it)"
             )
     _add_hash_mmu_segments(prog, warnings)
+    if kernel.is_ppc64(prog) and kernel.mmu(prog) is None:
+        warnings.append(
+            "the MMU type is unknown (VMCOREINFO has no NUMBER(RADIX_MMU) and the debug info has no "
+            "cur_cpu_spec): module and vmalloc memory cannot be read; give the vmlinux with its full "
+            "debug info"
+        )
     if module_files or default:
         _unrename_module_init_sections(prog)
         _load(prog, module_files, default=default, main=False, warnings=warnings)
@@ -220,8 +257,23 @@ def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool, wa
         prog.load_debug_info(files, default=default, main=main)
     except drgn.MissingDebugInfoError as e:
         warnings.append(f"missing debug info: {e}")
-    except (ValueError, OSError) as e:
-        raise DebugInfoError(f"could not load debug info: {e}") from e
+    except Exception as e:  # noqa: BLE001 (libelf/libdw failures are plain Exceptions)
+        if main:
+            what = files[0] if len(files) == 1 else "the debug info"
+            raise DebugInfoError(
+                f"{what}: could not load debug info ({' '.join(str(e).split())}): the file is "
+                "truncated, damaged or not the target's; give an intact, matching copy"
+            ) from e
+        # One damaged module must not cost the others: load them one by one.
+        for path in files:
+            try:
+                prog.load_debug_info([path], default=False, main=False)
+            except drgn.MissingDebugInfoError as e2:
+                warnings.append(f"missing debug info: {e2}")
+            except Exception as e2:  # noqa: BLE001
+                warnings.append(f"{path}: skipped, its debug info cannot be loaded "
+                                f"({' '.join(str(e2).split())}): the file is truncated or damaged;"
+                                " give an intact copy of it")
 
 
 def _module_name_of_file(path: str) -> str:
@@ -268,7 +320,8 @@ def _add_hash_mmu_segments(prog: drgn.Program, warnings: List[str]) -> None:
 
 def _require_kernel(prog: drgn.Program, what: str) -> None:
     if not (prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL):
-        raise TargetError(f"{what} is not a Linux kernel core dump")
+        raise TargetError(f"{what} is not a Linux kernel core dump (it has no VMCOREINFO note): "
+                          "give the kernel's vmcore (/proc/vmcore as kdump saves it), whole")
 
 
 def open_vmcore(
@@ -290,8 +343,10 @@ def open_vmcore(
     try:
         with _drgn_page_table_walk(kind == "kdump"):
             prog.set_core_dump(path)
-    except Exception as e:  # noqa: BLE001 (libkdumpfile's errors reach Python as plain Exception)
+    except OSError as e:
         raise TargetError(f"{path}: cannot open as a core dump: {e}") from None
+    except Exception as e:  # noqa: BLE001 (libelf's and libkdumpfile's failures are plain Exceptions)
+        raise TargetError(_core_problem(path, e)) from None
     _require_kernel(prog, path)
     try:
         dump = dumpfile.attach(prog, path)
@@ -329,6 +384,22 @@ def _drgn_page_table_walk(wanted: bool) -> Iterator[None]:
             os.environ["DRGN_PREFER_PGTABLE_READER"] = old
 
 
+def _core_problem(path: str, e: BaseException) -> str:
+    """One line: what is wrong with the core file ``path`` that drgn refused, and what to do."""
+    detail = " ".join(str(e).split()) or type(e).__name__
+    if "VMCOREINFO" in detail or isinstance(e, OverflowError):
+        advice = ("its VMCOREINFO note is damaged, and the kernel cannot be read without it; "
+                  "copy the vmcore again from its source")
+    elif "libelf" in detail:
+        advice = ("the file is truncated or damaged; copy the vmcore again from its source "
+                  "('readelf -h -l' shows its headers)")
+    elif "not an ELF core" in detail:
+        advice = "give the kernel's vmcore (an ELF core as kdump saves it, or makedumpfile's format)"
+    else:
+        advice = "the file is damaged or not a vmcore; copy it again from its source"
+    return f"{path}: cannot open as a core dump: {detail}: {advice}"
+
+
 def open_running_kernel(
     debug_info: Sequence[str] = (), *, default_debug_info: bool = True
 ) -> drgn.Program:
@@ -343,12 +414,10 @@ def open_running_kernel(
 
 
 def _platform_of(vmlinux: str) -> drgn.Platform:
-    from elftools.common.exceptions import ELFError
-
     try:
         elf = _elf(vmlinux)
-    except (OSError, ELFError) as e:
-        raise DebugInfoError(f"{vmlinux}: not a readable ELF file ({e})") from e
+    except _elf_parse_errors() as e:
+        raise _damaged_elf(vmlinux, "file", e) from e
     try:
         if elf.header["e_machine"] != "EM_PPC64":
             raise TargetError(
@@ -363,19 +432,28 @@ def _platform_of(vmlinux: str) -> drgn.Platform:
 
 
 def _symbol_addresses(vmlinux: str, names: Sequence[str]) -> dict:
-    elf = _elf(vmlinux)
     try:
-        symtab = elf.get_section_by_name(".symtab")
-        if symtab is None:
-            raise DebugInfoError(f"{vmlinux} has no symbol table")
-        found = {}
-        for name in names:
-            syms = symtab.get_symbol_by_name(name)
-            if syms:
-                found[name] = syms[0]["st_value"]
-        return found
+        elf = _elf(vmlinux)
+    except _elf_parse_errors() as e:
+        raise _damaged_elf(vmlinux, "file", e) from e
+    try:
+        return _symbol_addresses_in(elf, vmlinux, names)
+    except _elf_parse_errors() as e:
+        raise _damaged_elf(vmlinux, "file", e) from e
     finally:
         elf.stream.close()
+
+
+def _symbol_addresses_in(elf, vmlinux: str, names: Sequence[str]) -> dict:  # type: ignore[no-untyped-def]
+    symtab = elf.get_section_by_name(".symtab")
+    if symtab is None:
+        raise DebugInfoError(f"{vmlinux} has no symbol table")
+    found = {}
+    for name in names:
+        syms = symtab.get_symbol_by_name(name)
+        if syms:
+            found[name] = syms[0]["st_value"]
+    return found
 
 
 def _parse_vmcoreinfo_note(buf: bytes, little_endian: bool) -> str:

@@ -248,12 +248,22 @@ def stub_stages(monkeypatch):
     monkeypatch.setattr(ftrace, "ftrace_state",
                         lambda prog, all_records=False: model.FtraceState(total_records=7))
     monkeypatch.setattr(toc, "module_tocs", lambda prog, **k: TocMap())
+    monkeypatch.setattr(livepatch, "missing_patches", lambda prog, state: [])
     monkeypatch.setattr(backtrace, "true_backtrace", lambda task, **k: traces[task.pid])
-    monkeypatch.setattr("drgn.helpers.linux.pid.for_each_task",
-                        lambda prog: [FakeTask(42), FakeTask(1)])
-    monkeypatch.setattr(report, "_other_idle_tasks", lambda prog, tasks: [])
+    _found_tasks(monkeypatch, 42, 1)
     monkeypatch.setattr(checks, "all_findings", lambda *a, **k: [])
     return monkeypatch
+
+
+def _found_tasks(monkeypatch, *pids):
+    """lpdebug.tasks.find_tasks gives these tasks, each found by the pid IDR alone."""
+    from lpdebug import tasks
+
+    found = [tasks.FoundTask(FakeTask(pid), [model.TaskSource.PID_IDR], pid) for pid in sorted(pids)]
+    census = model.TaskCensus(found={"pid_idr": len(pids)}, tasks=len(pids), counted=len(pids),
+                              nr_threads=len(pids))
+    monkeypatch.setattr(tasks, "find_tasks", lambda prog: tasks.FoundTasks(found, census, []))
+    monkeypatch.setattr(tasks, "Symbolizer", lambda prog: None)
 
 
 def test_triage_with_no_failing_stage_is_complete(stub_stages):
@@ -267,7 +277,7 @@ STAGE_WALKERS = [
     ("kernel", "lpdebug.kernel.kernel_info"),
     ("livepatch", "lpdebug.livepatch.livepatch_state"),
     ("ftrace", "lpdebug.ftrace.ftrace_state"),
-    ("tasks", "drgn.helpers.linux.pid.for_each_task"),
+    ("tasks", "lpdebug.tasks.find_tasks"),
     ("tasks", "lpdebug.backtrace.true_backtrace"),
     ("tocs", "lpdebug.toc.module_tocs"),
     ("checks", "lpdebug.checks.all_findings"),
@@ -337,7 +347,7 @@ def test_a_walkers_own_diagnostics_make_the_result_incomplete(stub_stages):
     assert doc["diagnostics"][0]["kind"] == "corrupt"
 
 
-def test_a_failing_task_is_left_out_and_the_rest_goes_on(stub_stages):
+def test_a_failing_task_keeps_its_row_and_the_rest_goes_on(stub_stages):
     traces = {1: _task(1), 42: _task(42, with_stacks=True)}
 
     def fake_true_backtrace(task, **kwargs):
@@ -346,13 +356,16 @@ def test_a_failing_task_is_left_out_and_the_rest_goes_on(stub_stages):
         return traces[task.pid]
 
     stub_stages.setattr("lpdebug.backtrace.true_backtrace", fake_true_backtrace)
-    stub_stages.setattr("drgn.helpers.linux.pid.for_each_task",
-                        lambda prog: [FakeTask(42), FakeTask(13), FakeTask(1)])
+    _found_tasks(stub_stages, 42, 13, 1)
     progress = []
     result = report.triage(object(), progress=lambda *a: progress.append(a))
-    assert [t.pid for t in result.tasks] == [1, 42]
+    # The failure costs the task's trace, not the task: its row stays, with what is known.
+    assert [t.pid for t in result.tasks] == [1, 13, 42]
+    assert [t.sources for t in result.tasks] == [["pid_idr"]] * 3
+    assert result.tasks[1].state == "?" and not result.tasks[1].frames
     (diagnostic,) = result.diagnostics
     assert diagnostic.stage == "tasks" and diagnostic.address == FakeTask(13).value_()
+    assert diagnostic.kind is DiagnosticKind.STAGE_FAILED
     assert "ValueError: stack pointer outside the stack" in diagnostic.message
     assert ("tasks", 3, 3) in progress
 

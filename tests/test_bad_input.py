@@ -1,0 +1,176 @@
+"""
+A clear one-line error for each kind of bad input issue 10 found ending in "internal error", on a real
+capture (the committed ``stuck`` fixture) damaged in one place:
+
+- an ELF core truncated in its program headers, or with a garbled header (libelf "invalid data");
+- VMCOREINFO values drgn rejects (BadDataError, and numbers too large for it);
+- a truncated vmlinux (pyelftools' ELFParseError);
+- a damaged module: skipped with a warning that names it, the report goes on;
+- a pruned VMCOREINFO without NUMBER(RADIX_MMU): a warning saying what cannot be read, and the rest of
+  the report, incomplete (exit 3), instead of a livepatch state lost to a LookupError.
+
+Each message names the file, says what is wrong with it and what to do.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from lpdebug import sample
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz"))
+import damage  # noqa: E402
+
+pytestmark = pytest.mark.fixtures
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(REPO, "vmcores", "fixtures", "stuck")
+
+
+@pytest.fixture(scope="module")
+def stuck():
+    return sample.fixture_paths(FIXTURE)
+
+
+def _cli(*argv):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("LPDEBUG_TRACEBACK", None)
+    return subprocess.run([sys.executable, "-m", "lpdebug.commands.cli", "triage", *argv],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+
+
+def _lines(stderr, kind):
+    return [line for line in stderr.splitlines() if line.startswith(f"lpdebug: {kind}:")]
+
+
+def _one_error(proc, *words):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    errors = _lines(proc.stderr, "error")
+    assert len(errors) == 1, proc.stderr
+    assert "internal error" not in errors[0] and "Traceback" not in proc.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    assert proc.stdout == ""
+    return errors[0]
+
+
+def _core(stuck):
+    with open(stuck["vmcore"], "rb") as f:
+        return damage.Core(f.read())
+
+
+def _write(tmp_path, core, name="vmcore"):
+    path = str(tmp_path / name)
+    with open(path, "wb") as f:
+        f.write(core.data)
+    return path
+
+
+def _vmcoreinfo_with(tmp_path, stuck, key, value):
+    core = _core(stuck)
+    note, lines = damage._vmcoreinfo_lines(core)
+    assert any(line.startswith(key + b"=") for line in lines)
+    lines = [key + b"=" + value if line.startswith(key + b"=") else line for line in lines
+             if value is not None or not line.startswith(key + b"=")]
+    damage._write_vmcoreinfo(core, note, lines)
+    return _write(tmp_path, core)
+
+
+def test_core_truncated_in_its_program_headers(tmp_path, stuck):
+    core = _core(stuck)
+    del core.data[core.phoff + core.phentsize * (core.phnum // 2):]
+    path = _write(tmp_path, core)
+    line = _one_error(_cli("-c", path, "-s", stuck["vmlinux"]), path, "cannot open as a core dump",
+                      "truncated or damaged", "copy the vmcore again")
+    assert "libelf" in line
+
+
+def test_core_with_a_garbled_header(tmp_path, stuck):
+    core = _core(stuck)
+    core.set_word(32, 0xFFFFFFFFFFFFFF00)  # e_phoff
+    path = _write(tmp_path, core)
+    _one_error(_cli("-c", path, "-s", stuck["vmlinux"]), path, "invalid data", "truncated or damaged")
+
+
+def test_core_that_is_no_core(tmp_path, stuck):
+    path = str(tmp_path / "vmcore")
+    with open(path, "wb") as f:
+        f.write(b"\x7fELF" + bytes(60))
+    _one_error(_cli("-c", path, "-s", stuck["vmlinux"]), path)
+
+
+@pytest.mark.parametrize("key, value", [
+    (b"PAGESIZE", b"-1"),  # drgn's BadDataError
+    (b"PAGESIZE", b"99999999999999999999999"),  # too large for drgn
+    (b"SYMBOL(swapper_pg_dir)", b"ffffffffffffffffffff"),
+    (b"NUMBER(MAX_PHYSMEM_BITS)", b"-1"),
+])
+def test_vmcoreinfo_with_a_bad_value(tmp_path, stuck, key, value):
+    path = _vmcoreinfo_with(tmp_path, stuck, key, value)
+    _one_error(_cli("-c", path, "-s", stuck["vmlinux"]), path, "VMCOREINFO",
+               "copy the vmcore again")
+
+
+@pytest.mark.parametrize("keep", [3000, 10_000_000])
+def test_truncated_vmlinux(tmp_path, stuck, keep):
+    path = str(tmp_path / "vmlinux")
+    with open(stuck["vmlinux"], "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read(keep))
+    _one_error(_cli("-c", stuck["vmcore"], "-s", path), path, "not a valid ELF file",
+               "truncated or damaged", "intact copy")
+
+
+def test_damaged_module_is_skipped_with_a_warning(tmp_path, stuck):
+    from elftools.elf.elffile import ELFFile
+
+    module = next(m for m in stuck["modules"] if os.path.basename(m) == "lpd_victim.ko")
+    path = str(tmp_path / "lpd_victim.ko")
+    shutil.copyfile(module, path)
+    with open(path, "rb") as f:
+        rela = ELFFile(f).get_section_by_name(".rela.debug_info")["sh_offset"]
+    with open(path, "r+b") as f:
+        f.seek(rela + 8)  # the first relocation's r_info: a symbol index far past the symbol table
+        f.write((0xFFFFFF00000001).to_bytes(8, "little"))
+    others = [m for m in stuck["modules"] if m != module]
+    proc = _cli("-c", stuck["vmcore"], "-s", stuck["vmlinux"], "-s", path,
+                *[a for m in others for a in ("-s", m)])
+    assert proc.returncode != 2, proc.stderr
+    assert not _lines(proc.stderr, "error") and "Traceback" not in proc.stderr
+    warnings = [w for w in _lines(proc.stderr, "warning") if path in w]
+    assert len(warnings) == 1 and "damaged" in warnings[0], proc.stderr
+    assert "Livepatches" in proc.stdout
+
+
+def test_vmcoreinfo_without_radix_mmu(tmp_path, stuck):
+    path = _vmcoreinfo_with(tmp_path, stuck, b"NUMBER(RADIX_MMU)", None)
+    proc = _cli("-c", path, "-s", stuck["vmlinux"], *[a for m in stuck["modules"] for a in ("-s", m)])
+    assert proc.returncode == 3, proc.stderr
+    assert not _lines(proc.stderr, "error") and "Traceback" not in proc.stderr
+    # On this pruned vmlinux drgn cannot fall back to cur_cpu_spec: module memory is out of reach.
+    warning = [w for w in _lines(proc.stderr, "warning") if "NUMBER(RADIX_MMU)" in w]
+    assert len(warning) == 1 and "full debug info" in warning[0]
+    # The rest of the report is there, and says what it lost: the patches klp_ops show exist.
+    assert "klp_ftrace_handler" in proc.stdout
+    head = proc.stdout.split("Kernel\n------")[0]
+    assert "Could not check" in head
+    assert "klp_ops hold" in head and "klp_patches" in head
+
+
+def test_a_real_bug_is_still_an_internal_error(monkeypatch, capsys, stuck):
+    from lpdebug import report as tr
+    from lpdebug.commands import cli
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug in lpdebug")
+
+    monkeypatch.delenv("LPDEBUG_TRACEBACK", raising=False)
+    monkeypatch.setattr(tr, "triage", bug)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["triage", "-c", stuck["vmcore"], "-s", stuck["vmlinux"]])
+    assert exited.value.code == 2
+    errors = _lines(capsys.readouterr().err, "error")
+    assert errors == ["lpdebug: error: internal error: RuntimeError: a bug in lpdebug "
+                      "(set LPDEBUG_TRACEBACK=1 for details)"]
