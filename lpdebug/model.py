@@ -284,6 +284,9 @@ class TaskTrace:
     # The function the CPU returned from last (its frame lies just below frame 0's SP, back
     # chain intact): index -1, pc = the return address into it that its own frame holds.
     returned_frame: Optional[Frame] = None
+    # A live kernel changed the task while it was read, every time it was read: what was read is
+    # shown but mixes moments, so no check runs on it (a Diagnostic of that kind names the task).
+    changed_while_reading: bool = False
 
 
 # --- findings ---------------------------------------------------------------

@@ -457,4 +457,19 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
         (f"{d.stage}: {d.message}" for d in result.diagnostics if d.kind == DiagnosticKind.FILTERED),
         "Excluded by the dump's filter",
     ))
+    out.append(render_diagnostics(
+        d for d in result.diagnostics if d.kind != DiagnosticKind.FILTERED))
     return "\n".join(p for p in out if p).rstrip("\n") + "\n"
+
+
+def render_diagnostics(diagnostics: Iterable[Any]) -> str:
+    """What could not be checked, one line each: kind, stage, address, why."""
+    diagnostics = list(diagnostics)
+    if not diagnostics:
+        return ""
+    lines = []
+    for d in diagnostics:
+        kind = getattr(d.kind, "value", d.kind).replace("_", " ")
+        where = f" at {d.address:#x}" if d.address is not None else ""
+        lines.append(f"  {kind} ({d.stage}){where}: {d.message}")
+    return _section(f"Could not check ({len(diagnostics)})", "\n".join(lines))

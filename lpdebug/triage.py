@@ -86,18 +86,62 @@ def _kernel_info(prog: Any, errors: List[str]) -> KernelInfo:
     return _guarded(errors, "kernel identity", lambda: kernel.kernel_info(prog), fallback)
 
 
-def _livepatch_state(prog: Any, errors: List[str]) -> LivepatchState:
+def _settled(prog: Any, stage: str, read: Callable[[List[str]], Any],
+             part_errors: Callable[[Any], List[str]], errors: List[str],
+             diagnostics: List[Diagnostic], address: Optional[int] = None) -> Any:
+    # read(errors) once on a dump; on a kernel that moves, again while it
+    # fails (lpdebug.live.settled_stage): a walk torn by a concurrent change
+    # is a diagnostic, not an error of the kernel's.
+    from . import live
+
+    if not live.is_moving(prog):
+        return read(errors)
+
+    def run() -> Tuple[Any, List[str]]:
+        own: List[str] = []
+        return read(own), own
+
+    def clear(result: Tuple[Any, List[str]]) -> None:
+        del part_errors(result[0])[:]
+        del result[1][:]
+
+    (value, own), torn = live.settled_stage(
+        run, lambda r: list(part_errors(r[0])) + list(r[1]), clear, stage, address)
+    errors.extend(own)
+    diagnostics.extend(torn)
+    return value
+
+
+def _object_address(prog: Any, name: str) -> Optional[int]:
+    try:
+        return prog[name].address_
+    except Exception:  # noqa: BLE001 (only labels a diagnostic)
+        return None
+
+
+def _livepatch_state(prog: Any, errors: List[str],
+                     diagnostics: Optional[List[Diagnostic]] = None) -> LivepatchState:
     from . import livepatch
 
-    return _guarded(errors, "livepatch state", lambda: livepatch.livepatch_state(prog),
-                    LivepatchState())
+    return _settled(
+        prog, "livepatch",
+        lambda errs: _guarded(errs, "livepatch state", lambda: livepatch.livepatch_state(prog),
+                              LivepatchState()),
+        lambda state: state.errors, errors, [] if diagnostics is None else diagnostics,
+        _object_address(prog, "klp_patches"))
 
 
-def _ftrace_state(prog: Any, all_records: bool, errors: List[str]) -> FtraceState:
+def _ftrace_state(prog: Any, all_records: bool, errors: List[str],
+                  diagnostics: Optional[List[Diagnostic]] = None) -> FtraceState:
     from . import ftrace
 
-    return _guarded(errors, "ftrace",
-                    lambda: ftrace.ftrace_state(prog, all_records=all_records), FtraceState())
+    return _settled(
+        prog, "ftrace",
+        lambda errs: _guarded(errs, "ftrace",
+                              lambda: ftrace.ftrace_state(prog, all_records=all_records),
+                              FtraceState()),
+        lambda state: state.errors, errors, [] if diagnostics is None else diagnostics,
+        _object_address(prog, "ftrace_ops_list"))
 
 
 def _task_sort_key(trace: TaskTrace) -> Tuple[int, int]:
@@ -105,28 +149,86 @@ def _task_sort_key(trace: TaskTrace) -> Tuple[int, int]:
 
 
 def task_traces(prog: Any, *, progress: Optional[Progress] = None,
-                errors: Optional[List[str]] = None) -> List[TaskTrace]:
-    """Every task's true backtrace with its shadow stacks, sorted by pid."""
+                errors: Optional[List[str]] = None,
+                diagnostics: Optional[List[Diagnostic]] = None) -> List[TaskTrace]:
+    """
+    Every task's true backtrace with its shadow stacks, sorted by pid. On a
+    kernel that moves while it is read (:func:`lpdebug.live.is_moving`), each
+    task is read until it stands still (:func:`lpdebug.live.settled_trace`);
+    one that never does is marked and named in ``diagnostics``.
+    """
     from drgn.helpers.linux.pid import for_each_task
 
-    from .backtrace import true_backtrace
+    from . import live
 
     if errors is None:
         errors = []
-    tasks = _guarded(errors, "task list", lambda: list(for_each_task(prog)), [])
+    if diagnostics is None:
+        diagnostics = []
+    moving = live.is_moving(prog)
+    tasks = _settled(prog, "tasks",
+                     lambda errs: _guarded(errs, "task list", lambda: list(for_each_task(prog)), []),
+                     lambda _: [], errors, diagnostics, _object_address(prog, "init_task"))
     tasks += _guarded(errors, "idle tasks", lambda: _other_idle_tasks(prog, tasks), [])
     traces: List[TaskTrace] = []
     for done, task in enumerate(tasks):
         if progress is not None:
             progress("tasks", done, len(tasks))
-        trace = _guarded(errors, f"task at {_address_of(task)}", lambda: true_backtrace(task),  # noqa: B023 (called at once)
-                         None)
+        if moving:
+            trace = _moving_task_trace(task, errors, diagnostics)
+        else:
+            trace = _guarded(errors, f"task at {_address_of(task)}", lambda: _walk_task(task),
+                             None)
         if trace is not None:
             traces.append(trace)
     if progress is not None:
         progress("tasks", len(tasks), len(tasks))
     traces.sort(key=_task_sort_key)
     return traces
+
+
+def _walk_task(task: Any) -> TaskTrace:
+    from .backtrace import true_backtrace
+
+    return true_backtrace(task)
+
+
+def _moving_task_trace(task: Any, errors: List[str],
+                       diagnostics: List[Diagnostic]) -> Optional[TaskTrace]:
+    # A task that exits while it is read fails half way: that is the kernel
+    # moving (its task_struct is gone or reused), not an error of the kernel.
+    from . import live
+    from .model import DiagnosticKind
+
+    failure: Optional[Exception] = None
+    for _ in range(live.ATTEMPTS):
+        try:
+            trace, torn = live.settled_trace(task, _walk_task)
+        except Exception as e:  # noqa: BLE001 (reported below, as errors or as a diagnostic)
+            failure = e
+            continue
+        if torn is not None:
+            diagnostics.append(torn)
+        return trace
+    assert failure is not None
+    if live.task_stamp(task) is None or not _still_listed(task):
+        diagnostics.append(Diagnostic(
+            stage="tasks", kind=DiagnosticKind.CHANGED_WHILE_READING, address=task.value_(),
+            message=f"task_struct {_address_of(task)} exited while it was read "
+                    f"({_describe_exception('read', failure)})"))
+        return None
+    errors.append(_describe_exception(f"task at {_address_of(task)}", failure))
+    return None
+
+
+def _still_listed(task: Any) -> bool:
+    from drgn.helpers.linux.pid import find_task
+
+    try:
+        found = find_task(task.prog_, task.pid.value_())
+        return bool(found) and found.value_() == task.value_()
+    except Exception:  # noqa: BLE001 (an unreadable task is not listed)
+        return False
 
 
 def _other_idle_tasks(prog: Any, tasks: List[Any]) -> List[Any]:
@@ -176,7 +278,7 @@ def findings_sort_key(f: Finding) -> Tuple[Any, ...]:
 
 
 def _findings(prog: Any, result: TriageResult, tocs: Any, errors: List[str]) -> List[Finding]:
-    from . import checks
+    from . import checks, live
 
     found: List[Finding] = _guarded(
         errors,
@@ -184,7 +286,50 @@ def _findings(prog: Any, result: TriageResult, tocs: Any, errors: List[str]) -> 
         lambda: list(checks.all_findings(prog, result.tasks, tocs, result.livepatch)),
         [],
     )
+    if found and live.is_moving(prog):
+        found = _guarded(errors, "checks (second read)",
+                         lambda: _reproduced(prog, found, tocs, result.diagnostics), found)
     return sorted(found, key=findings_sort_key)
+
+
+def _reproduced(prog: Any, found: List[Finding], tocs: Any,
+                diagnostics: List[Diagnostic]) -> List[Finding]:
+    # A live kernel's finding stands only if a fresh read of everything it
+    # rests on (the task, the livepatch state, the module TOCs) has it too.
+    from drgn.helpers.linux.pid import find_task
+
+    from . import checks, live, livepatch, toc
+
+    fresh: Dict[str, Any] = {}
+
+    def tocs_again() -> Any:
+        if "tocs" not in fresh:
+            fresh["tocs"] = toc.module_tocs(prog) if tocs is not None else None
+        return fresh["tocs"]
+
+    def state_again() -> Any:
+        if "state" not in fresh:
+            fresh["state"] = livepatch.livepatch_state(prog)
+        return fresh["state"]
+
+    def reread(pid: Optional[int]) -> List[Finding]:
+        if pid is None:
+            again = tocs_again()
+            return checks.check_tocs(again) if again is not None else []
+        task = find_task(prog, pid)
+        if not task:
+            return []
+        trace, torn = live.settled_trace(task, _walk_task)
+        if torn is not None:
+            return []
+        again = tocs_again()
+        if again is None:
+            return checks.check_livepatch_stack_structure(trace) + checks.check_shadow_stacks(trace)
+        return checks.check_task(trace, again, state_again())
+
+    kept, torn = live.reverify_findings(found, reread)
+    diagnostics.extend(torn)
+    return kept
 
 
 def _blocking_tasks(result: TriageResult, errors: List[str]) -> None:
@@ -208,12 +353,14 @@ def toc_check(prog: Any, *, progress: Optional[Progress] = None) -> TriageResult
     the findings, without walking ftrace records.
     """
     errors: List[str] = []
+    diagnostics: List[Diagnostic] = []
     result = TriageResult(
         kernel=_kernel_info(prog, errors),
-        livepatch=_livepatch_state(prog, errors),
+        livepatch=_livepatch_state(prog, errors, diagnostics),
         ftrace=FtraceState(),
+        diagnostics=diagnostics,
     )
-    result.tasks = task_traces(prog, progress=progress, errors=errors)
+    result.tasks = task_traces(prog, progress=progress, errors=errors, diagnostics=diagnostics)
     tocs = _toc_map(prog, errors)
     result.findings = _findings(prog, result, tocs, errors)
     result.errors = errors
@@ -244,18 +391,20 @@ def triage(prog: Any, *, all_records: bool = False,
         if progress is not None:
             progress(name, 0, 0)
 
+    diagnostics: List[Diagnostic] = []
     stage("kernel")
     result = TriageResult(
         kernel=_kernel_info(prog, errors),
         livepatch=LivepatchState(),
         ftrace=FtraceState(),
+        diagnostics=diagnostics,
     )
     stage("livepatch")
-    result.livepatch = _livepatch_state(prog, errors)
+    result.livepatch = _livepatch_state(prog, errors, diagnostics)
     stage("ftrace")
-    result.ftrace = _ftrace_state(prog, all_records, errors)
+    result.ftrace = _ftrace_state(prog, all_records, errors, diagnostics)
     mark("tasks")
-    result.tasks = task_traces(prog, progress=progress, errors=errors)
+    result.tasks = task_traces(prog, progress=progress, errors=errors, diagnostics=diagnostics)
     stage("tocs")
     tocs = _toc_map(prog, errors)
     stage("checks")
@@ -522,6 +671,7 @@ def _task_json(t: TaskTrace) -> Dict[str, Any]:
         "livepatch_stack_info": _livepatch_stack_info(lps),
         "ret_stack_errors": list(getattr(t, "ret_stack_errors", [])),
         "errors": list(t.errors),
+        "changed_while_reading": t.changed_while_reading,
     }
 
 
@@ -575,6 +725,10 @@ def to_json(result: TriageResult) -> Dict[str, Any]:
         "findings": [_finding_json(f) for f in sorted(result.findings, key=findings_sort_key)],
         "tocs": _tocs_json(result.tocs),
         "errors": list(result.errors),
+        "diagnostics": [
+            {"stage": d.stage, "kind": d.kind.value, "address": d.address, "message": d.message}
+            for d in result.diagnostics
+        ],
     }
 
 

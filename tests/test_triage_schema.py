@@ -106,6 +106,7 @@ def _minimal_doc():
         "findings": [],
         "tocs": {"images": [], "errors": []},
         "errors": [],
+        "diagnostics": [],
     }
 
 
