@@ -75,7 +75,8 @@ def is_moving(prog: drgn.Program) -> bool:
     marked = getattr(prog, "cache", {}).get(_MOVING_KEY)
     if marked is not None:
         return bool(marked)
-    return bool(getattr(prog, "flags", 0) & drgn.ProgramFlags.IS_LIVE)
+    flags = getattr(prog, "flags", None)
+    return isinstance(flags, drgn.ProgramFlags) and bool(flags & drgn.ProgramFlags.IS_LIVE)
 
 
 # --- one task ----------------------------------------------------------------
