@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import struct
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
-from . import dumpfile, hash_mmu, kernel
+from . import dumpfile, hash_mmu, kernel, live, qmp
 from .errors import BuildIdMismatch, DebugInfoError, TargetError
 
 __all__ = (
     "open_vmcore",
     "open_running_kernel",
     "open_qemu",
+    "close_qemu",
+    "qemu_session",
     "load_debug_info",
     "debug_info_files",
     "file_build_id",
@@ -440,25 +443,37 @@ def _read_guest_vmcoreinfo(prog: drgn.Program, vmlinux: str, little_endian: bool
 
 
 def open_qemu(
-    qmp_socket: str, vmlinux: str, debug_info: Sequence[str] = ()
+    qmp_socket: str, vmlinux: str, debug_info: Sequence[str] = (), *,
+    running: Optional[bool] = None,
 ) -> drgn.Program:
     """
     A Program on a live QEMU ppc64 guest, from its QMP socket and its vmlinux
     only (no fw_cfg, no vmcoreinfo file needed). ``debug_info`` adds module
     debug info (files or directories).
+
+    ``running`` says whether the guest's vCPUs run while it is read (None:
+    ask QEMU with ``query-status`` first). A running guest is a kernel that
+    moves under the reader (:mod:`lpdebug.live`). For a consistent read use
+    :func:`qemu_session`, which pauses the guest around the Program's life.
+    The Program holds QEMU's only QMP connection until :func:`close_qemu`
+    (or until it is garbage-collected).
     """
     platform = _platform_of(vmlinux)
     little_endian = bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+    if running is None:
+        running = qmp.guest_running(qmp_socket)
     prog: Optional[drgn.Program] = drgn.Program(platform)
+    live.mark_target(prog, moving=running)
     failure: Optional[BaseException] = None
     try:
         _attach_qemu(prog, qmp_socket, vmlinux, debug_info, little_endian)
     except (TargetError, DebugInfoError) as e:
         failure = e
     if failure is not None:
-        # QEMU serves one QMP client at a time: keep no reference to the
-        # Program in the traceback, so its connection closes now and the
-        # caller can retry (with another vmlinux, say).
+        # QEMU serves one QMP client at a time: close the connection now, and
+        # keep no reference to the Program in the traceback, so the caller can
+        # retry (with another vmlinux, say).
+        close_qemu(prog)
         failure.__traceback__ = None
         failure.__cause__ = failure.__context__ = None
         prog = None
@@ -466,11 +481,58 @@ def open_qemu(
     return prog  # type: ignore[return-value]
 
 
+_QMP_SOCKET_KEY = "lpdebug.target.qmp_socket"
+
+
+def close_qemu(prog: drgn.Program) -> None:
+    """
+    End the QMP connection of a Program from :func:`open_qemu`, even while
+    other references to the Program live on (a traceback, a REPL variable):
+    QEMU then serves its next client. The Program cannot read the guest
+    afterwards.
+    """
+    sock = prog.cache.pop(_QMP_SOCKET_KEY, None)
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+@contextlib.contextmanager
+def qemu_session(
+    qmp_socket: str, vmlinux: str, debug_info: Sequence[str] = (), *, pause: bool = True,
+) -> Iterator[drgn.Program]:
+    """
+    A Program on a QEMU guest for the duration of the block. With ``pause``
+    the guest is stopped (QMP ``stop``) before it is opened and resumed
+    (``cont``) after its connection is closed, however the block ends, so
+    everything read comes from one moment of the guest; a guest found paused
+    is left paused. Without ``pause`` the guest runs while it is read.
+    """
+    _platform_of(vmlinux)  # a wrong vmlinux fails here, before the guest is touched
+    with contextlib.ExitStack() as stack:
+        running = False
+        if pause:
+            stack.enter_context(qmp.paused(qmp_socket))
+        else:
+            running = qmp.guest_running(qmp_socket)
+        prog = open_qemu(qmp_socket, vmlinux, debug_info, running=running)
+        try:
+            yield prog
+        finally:
+            close_qemu(prog)
+
+
 def _attach_qemu(
     prog: drgn.Program, qmp_socket: str, vmlinux: str, debug_info: Sequence[str], little_endian: bool
 ) -> None:
+    # drgn gets a connection made here (a duplicate of its descriptor), so
+    # close_qemu can end it whatever holds the Program.
+    sock = qmp.connect_socket(qmp_socket)
+    prog.cache[_QMP_SOCKET_KEY] = sock
     try:
-        prog.set_qemu_qmp(qmp_socket)
+        prog.set_qemu_qmp(os.dup(sock.fileno()))
     except (OSError, ValueError) as e:
         raise TargetError(f"cannot connect to QMP at {qmp_socket}: {e}") from None
     text, ram_end = _read_guest_vmcoreinfo(prog, vmlinux, little_endian)
@@ -509,6 +571,8 @@ def open_memory_readers(
     add_segments(finder)
     text, _ = _read_guest_vmcoreinfo(finder, vmlinux, little_endian)
     prog = drgn.Program(platform)
+    # gdb (all-stop) holds the target stopped while its commands run.
+    live.mark_target(prog, moving=False)
     _set_guest_vmcoreinfo(prog, text)
     add_segments(prog)
     load_debug_info(prog, [vmlinux, *debug_info], default=False)

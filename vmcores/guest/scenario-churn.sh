@@ -10,7 +10,7 @@
 # The ground truth is the settled state, taken before the churn starts. A host pauses the churn with
 # `lpd-churn hold` on the console shell (each loop parks at a safe point, no transition in flight; it
 # prints the kernel's own views between LPD-HOLD-BEGIN and LPD-HOLD-END), and resumes it with
-# `lpd-churn go`.
+# `lpd-churn go`; `lpd-churn status` prints the loops' counters.
 setup_settled
 collect_truth
 send_truth
@@ -121,6 +121,7 @@ status)
 	echo "LPD-CHURN forks=$(cat $CH/forks.1 2>/dev/null)+$(cat $CH/forks.2 2>/dev/null)" \
 		"fgraph=$(cat $CH/fgraph 2>/dev/null) livepatch=$(cat $CH/livepatch 2>/dev/null)" \
 		"hold=$([ -e $CH/hold ] && echo 1 || echo 0)"
+	echo LPD-CHURN-STATUS-END
 	;;
 *)
 	echo "usage: lpd-churn hold|go|status"; exit 2
