@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 from .errors import TargetError
 
-__all__ = ("QmpClient", "GuestLeftPaused", "connect_socket", "paused", "guest_running")
+__all__ = ("QmpClient", "GuestLeftPaused", "Pause", "connect_socket", "paused", "guest_running")
 
 # How long to wait for QEMU to accept a connection: it takes the next client
 # only once the previous one has gone, and a Program closed a moment ago may
@@ -140,20 +140,35 @@ def guest_running(address: str) -> bool:
         return bool(qmp.command("query-status").get("running"))
 
 
+class Pause:
+    """What :func:`paused` yields."""
+
+    def __init__(self, address: str, stopped_here: bool) -> None:
+        self.address = address
+        self.stopped_here = stopped_here  # False: the guest was paused already, and stays so
+
+    def run_for(self, seconds: float) -> None:
+        """Let the guest run ``seconds`` and stop it again (no QMP client may be connected)."""
+        with _signals_held(), QmpClient(self.address) as qmp:
+            qmp.command("cont")
+            time.sleep(seconds)
+            qmp.command("stop")
+
+
 @contextlib.contextmanager
-def paused(address: str) -> Iterator[bool]:
+def paused(address: str) -> Iterator[Pause]:
     """
     The guest behind QMP ``address`` stopped for the duration of the block
-    (see the module docstring). Yields whether this call stopped it (False:
-    it was paused already, and stays paused). No QMP connection is held
-    inside the block, so drgn can open its own.
+    (see the module docstring). Yields a :class:`Pause` saying whether this
+    call stopped it (if not, it was paused already, and stays paused). No QMP
+    connection is held inside the block, so drgn can open its own.
     """
     with QmpClient(address) as qmp:
         stopped_here = bool(qmp.command("query-status").get("running"))
         if stopped_here:
             qmp.command("stop")
     try:
-        yield stopped_here
+        yield Pause(address, stopped_here)
     finally:
         if stopped_here:
             _resume(address)

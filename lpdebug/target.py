@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 import drgn
 
 from . import dumpfile, hash_mmu, kernel, live, qmp
-from .errors import BuildIdMismatch, DebugInfoError, TargetError
+from .errors import BuildIdMismatch, DebugInfoError, ModuleListUnreadable, TargetError
 
 __all__ = (
     "open_vmcore",
@@ -214,17 +214,45 @@ def _unrename_module_init_sections(prog: drgn.Program) -> None:
             for name, address in list(addresses.items()):
                 if name.startswith("_init") and "." + name[1:] not in addresses:
                     addresses["." + name[1:]] = address
-    except (drgn.FaultError, LookupError, ValueError, NotImplementedError):
-        pass  # drgn then finds the modules itself, as before
+    except (drgn.FaultError, LookupError, ValueError, NotImplementedError, MemoryError,
+            OverflowError):
+        pass  # drgn then finds the modules itself, as before (a torn list: see _load)
+
+
+# Waits between walks of a moving kernel's module list: insmod under TCG
+# keeps a module unformed for a second or two.
+_MODULE_LIST_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool, warnings: List[str]) -> None:
-    try:
-        prog.load_debug_info(files, default=default, main=main)
-    except drgn.MissingDebugInfoError as e:
-        warnings.append(f"missing debug info: {e}")
-    except (ValueError, OSError) as e:
-        raise DebugInfoError(f"could not load debug info: {e}") from e
+    # drgn walks the kernel's module list to place module debug info. A module
+    # being loaded (MODULE_STATE_UNFORMED) or freed under the walk makes
+    # drgn 0.3.0 fail, even with MemoryError. On a kernel that runs while it
+    # is read that passes: walk it again, a moment later.
+    import time
+
+    delays = _MODULE_LIST_RETRY_DELAYS if live.is_moving(prog) else ()
+    failure: Optional[BaseException] = None
+    for delay in (0.0, *delays):
+        time.sleep(delay)
+        try:
+            prog.load_debug_info(files, default=default, main=main)
+            return
+        except drgn.MissingDebugInfoError as e:
+            warnings.append(f"missing debug info: {e}")
+            return
+        except (ValueError, OSError) as e:
+            failure = e
+            if not delays:
+                raise DebugInfoError(f"could not load debug info: {e}") from e
+        except (MemoryError, OverflowError, drgn.FaultError) as e:
+            failure = e
+    if isinstance(failure, (MemoryError, OverflowError, drgn.FaultError)):
+        raise ModuleListUnreadable(
+            f"could not load debug info: drgn could not walk the kernel's module list "
+            f"({type(failure).__name__}{': ' + str(failure) if str(failure).strip() else ''}; "
+            "a module being loaded or unloaded?)") from failure
+    raise DebugInfoError(f"could not load debug info: {failure}") from failure
 
 
 def _module_name_of_file(path: str) -> str:
@@ -514,10 +542,23 @@ def qemu_session(
     with contextlib.ExitStack() as stack:
         running = False
         if pause:
-            stack.enter_context(qmp.paused(qmp_socket))
+            pause_handle = stack.enter_context(qmp.paused(qmp_socket))
+            prog = None
+            for delay in _MODULE_LIST_RETRY_DELAYS:
+                try:
+                    prog = open_qemu(qmp_socket, vmlinux, debug_info, running=False)
+                    break
+                except ModuleListUnreadable:
+                    # Paused in the middle of an insmod or rmmod: let the guest
+                    # finish it and pause again (nothing was read yet).
+                    if not pause_handle.stopped_here:
+                        raise
+                    pause_handle.run_for(delay)
+            if prog is None:
+                prog = open_qemu(qmp_socket, vmlinux, debug_info, running=False)
         else:
             running = qmp.guest_running(qmp_socket)
-        prog = open_qemu(qmp_socket, vmlinux, debug_info, running=running)
+            prog = open_qemu(qmp_socket, vmlinux, debug_info, running=running)
         try:
             yield prog
         finally:

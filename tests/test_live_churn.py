@@ -39,6 +39,7 @@ pytestmark = pytest.mark.testbed
 SCENARIO = "churn"
 BOOT_TIMEOUT = 2400
 RUNS = int(os.environ.get("LPDEBUG_CHURN_RUNS", "100"))
+# LPDEBUG_CHURN_LIVE=.../live/churn/live.json runs the tests on a churn guest booted beforehand.
 RUN_TIMEOUT = 600  # one triage of the 2-vCPU TCG guest, with room for a busy host
 TOC_KINDS = {"frame_toc_mismatch", "livepatch_stack_toc_mismatch", "livepatch_stack_lr_mismatch",
              "crashed_cpu_toc_mismatch", "toc_prologue_mismatch"}
@@ -129,6 +130,15 @@ def _stop_guest(since):
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     load_manifest()  # fail loudly, with the testbed's own message, when it was never built
+    booted = os.environ.get("LPDEBUG_CHURN_LIVE")
+    if booted:
+        # a churn guest already running (its live.json): used, and left running
+        with open(booted) as f:
+            info = json.load(f)
+        assert info["scenario"] == SCENARIO, booted
+        assert running(info), "the churn guest is not running"
+        yield info
+        return
     started = time.time() - 1
     log_path = tmp_path_factory.mktemp("live") / "build.log"
     info_path = os.path.join(LIVE_DIR, "live.json")
