@@ -258,7 +258,12 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        status = run(argv)
+        with _sigterm_raises():
+            status = run(argv)
+    except Terminated:
+        status = _fail("terminated (SIGTERM)")
+    except KeyboardInterrupt:
+        status = _fail("interrupted")
     except BrokenPipeError:
         # "lpdebug triage ... | head": the reader left; that is not an error.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -291,13 +291,19 @@ def test_paused_read_equals_the_guests_views_at_that_pause(live):
     assert patches == held["patches"]
     modules = {i["module"] for i in doc["tocs"]["images"]} - {"vmlinux"}
     assert modules == held["modules"]
-    # /proc lists thread-group leaders and the hold command itself (gone by the pause);
-    # lpdebug lists every thread.
+    # /proc lists thread-group leaders, and the hold command with the children it forks to
+    # list them (gone by the pause; their comm may read empty as they go); lpdebug lists
+    # every thread.
     read = {t["pid"]: t["comm"] for t in doc["tasks"]}
-    listed = {pid: comm for pid, comm in held["tasks"].items() if comm != "lpd-churn"}
-    missing = {pid: comm for pid, comm in listed.items() if pid not in read}
+    listed = {pid: comm for pid, comm in held["tasks"].items()
+              if comm not in ("", "lpd-churn", "cat")}
+    # Idle kworkers exit on their own (the worker pool shrinks), held churn or not.
+    missing = {pid: comm for pid, comm in listed.items()
+               if pid not in read and not comm.startswith("kworker/")}
     assert not missing, missing
-    assert all(read[pid] == comm for pid, comm in listed.items()), (listed, read)
+    assert len(set(listed) & set(read)) >= len(listed) - 3, (listed, read)
+    # /proc/PID/comm names a kworker by its workqueue; task->comm keeps TASK_COMM_LEN - 1
+    assert all(read[pid] == comm[:15] for pid, comm in listed.items() if pid in read), (listed, read)
     if held["tracer"] == "function_graph":
         assert any(t["ret_stack"] for t in doc["tasks"]), "function_graph on, no ret_stack read"
 
@@ -312,13 +318,14 @@ def test_a_failing_command_resumes_the_guest(live):
 @pytest.mark.parametrize("signum, message", [(signal.SIGINT, "interrupted"),
                                               (signal.SIGTERM, "terminated")])
 def test_a_signal_resumes_the_guest(live, signum, message):
-    proc = _cli_process("triage", "--json", *qemu_args(live))
+    proc = _cli_process("triage", "--json", "--all-records", *qemu_args(live))
     try:
-        # Past the pause and into the reading: opening alone takes seconds.
-        time.sleep(8)
+        # The guest is paused within a second (before debug info is loaded); opening it and
+        # walking its 14,000 ftrace records take several more.
+        time.sleep(3.5)
         assert proc.poll() is None, "triage finished before the signal: no interruption tested"
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -329,13 +336,19 @@ def test_a_signal_resumes_the_guest(live, signum, message):
 
 
 def test_a_guest_found_paused_stays_paused(live):
-    qmp(live, "stop")
-    try:
-        proc = _cli("patches", *qemu_args(live))
-        assert proc.returncode == 0, proc.stderr
-        assert not running(live), "lpdebug resumed a guest it had not paused"
-    finally:
-        qmp(live, "cont")
+    for attempt in range(5):
+        qmp(live, "stop")
+        try:
+            proc = _cli("patches", *qemu_args(live))
+            assert not running(live), "lpdebug resumed a guest it had not paused"
+        finally:
+            qmp(live, "cont")
+        # Stopped in the middle of an insmod, drgn cannot place module debug info, and a guest
+        # lpdebug did not pause is not lpdebug's to run: it says so. Stop it elsewhere.
+        if "module list" not in proc.stderr:
+            break
+        time.sleep(1)
+    assert proc.returncode == 0, proc.stderr
 
 
 # --- 3. read-only -------------------------------------------------------------------------
