@@ -156,9 +156,15 @@ def find_task(prog: Any, which: str) -> Any:
 
 
 def _trace(prog: Any, which: str) -> Any:
+    from lpdebug import live
     from lpdebug.backtrace import true_backtrace
 
-    return true_backtrace(find_task(prog, which))
+    task = find_task(prog, which)
+    if not live.is_moving(prog):
+        return true_backtrace(task)
+    # A running kernel: read the task until it stands still (its header says when it never did).
+    trace, _ = live.settled_trace(task, true_backtrace)
+    return trace
 
 
 # --- the commands -------------------------------------------------------------

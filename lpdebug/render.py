@@ -258,8 +258,10 @@ def _frame_text(f: Frame) -> str:
 def task_header(t: TaskTrace) -> str:
     cpu = "" if t.on_cpu is None else f" on CPU {t.on_cpu}"
     patch_state = "-" if t.patch_state is None else str(t.patch_state)
+    moved = (" -- changed while it was read (it kept running): shown, not checked"
+             if getattr(t, "changed_while_reading", False) else "")
     return (f"PID {t.pid} ({t.comm}) state {t.state}, patch_state {patch_state}{cpu}, "
-            f"task_struct {t.address:#x}")
+            f"task_struct {t.address:#x}{moved}")
 
 
 def render_backtrace(t: TaskTrace, describe: Optional[Describe] = None) -> str:
