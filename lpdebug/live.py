@@ -206,13 +206,18 @@ def _finding_key(f: Finding) -> Tuple[Any, ...]:
 
 
 def reverify_findings(findings: Iterable[Finding],
-                      reread: Callable[[Optional[int]], List[Finding]]) -> Tuple[List[Finding], List[Diagnostic]]:
+                      reread: Callable[[Optional[int]], List[Finding]],
+                      task_addresses: Optional[Dict[int, int]] = None,
+                      ) -> Tuple[List[Finding], List[Diagnostic]]:
     """
     Keep the findings that a fresh read reproduces. ``reread(pid)`` reads
     the task ``pid`` again (``None``: the task-less checks, module TOCs) and
     returns the findings of that read. A finding it does not reproduce
-    becomes a ``changed_while_reading`` diagnostic at its slot (or address).
+    becomes a ``changed_while_reading`` diagnostic at its slot, else its
+    address, else its task's ``task_struct`` (``task_addresses``: pid ->
+    address).
     """
+    task_addresses = task_addresses or {}
     kept: List[Finding] = []
     diagnostics: List[Diagnostic] = []
     again: Dict[Optional[int], set] = {}
@@ -222,7 +227,9 @@ def reverify_findings(findings: Iterable[Finding],
         if _finding_key(finding) in again[finding.pid]:
             kept.append(finding)
             continue
-        where = finding.slot if finding.slot is not None else finding.address
+        where = next((a for a in (finding.slot, finding.address,
+                                   task_addresses.get(finding.pid) if finding.pid is not None
+                                   else None) if a is not None), None)
         diagnostics.append(Diagnostic(
             stage="checks", kind=DiagnosticKind.CHANGED_WHILE_READING, address=where,
             message=f"{finding.kind} not reproduced by a second read, not reported: "

@@ -288,11 +288,12 @@ def _findings(prog: Any, result: TriageResult, tocs: Any, errors: List[str]) -> 
     )
     if found and live.is_moving(prog):
         found = _guarded(errors, "checks (second read)",
-                         lambda: _reproduced(prog, found, tocs, result.diagnostics), found)
+                         lambda: _reproduced(prog, found, tocs, result.tasks,
+                                             result.diagnostics), found)
     return sorted(found, key=findings_sort_key)
 
 
-def _reproduced(prog: Any, found: List[Finding], tocs: Any,
+def _reproduced(prog: Any, found: List[Finding], tocs: Any, tasks: List[TaskTrace],
                 diagnostics: List[Diagnostic]) -> List[Finding]:
     # A live kernel's finding stands only if a fresh read of everything it
     # rests on (the task, the livepatch state, the module TOCs) has it too.
@@ -327,7 +328,7 @@ def _reproduced(prog: Any, found: List[Finding], tocs: Any,
             return checks.check_livepatch_stack_structure(trace) + checks.check_shadow_stacks(trace)
         return checks.check_task(trace, again, state_again())
 
-    kept, torn = live.reverify_findings(found, reread)
+    kept, torn = live.reverify_findings(found, reread, {t.pid: t.address for t in tasks})
     diagnostics.extend(torn)
     return kept
 

@@ -143,11 +143,15 @@ def test_synthetic_findings_kept_only_when_a_second_read_has_them():
         asked.append(pid)
         return [_finding(1, 0xA0)] if pid == 1 else []
 
-    kept, diagnostics = live.reverify_findings([real, torn], reread)
+    no_address = _finding(3, None)
+    no_address.address = None
+    kept, diagnostics = live.reverify_findings([real, torn, no_address], reread,
+                                               {3: 0xC000000002A30000})
     assert kept == [real]
     assert [(d.kind, d.address) for d in diagnostics] == [
-        (DiagnosticKind.CHANGED_WHILE_READING, 0xB0)]
-    assert asked == [1, 2]
+        (DiagnosticKind.CHANGED_WHILE_READING, 0xB0),
+        (DiagnosticKind.CHANGED_WHILE_READING, 0xC000000002A30000)]
+    assert asked == [1, 2, 3]
 
 
 def test_synthetic_moving_is_what_the_opener_said():
