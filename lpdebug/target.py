@@ -497,10 +497,14 @@ def open_qemu(
         _attach_qemu(prog, qmp_socket, vmlinux, debug_info, little_endian)
     except (TargetError, DebugInfoError) as e:
         failure = e
+    except BaseException:
+        # Ctrl-C, SIGTERM, a bug: QEMU serves one QMP client at a time, and
+        # whoever resumes a paused guest needs it now.
+        close_qemu(prog)
+        raise
     if failure is not None:
-        # QEMU serves one QMP client at a time: close the connection now, and
-        # keep no reference to the Program in the traceback, so the caller can
-        # retry (with another vmlinux, say).
+        # Close the connection now, and keep no reference to the Program in
+        # the traceback, so the caller can retry (with another vmlinux, say).
         close_qemu(prog)
         failure.__traceback__ = None
         failure.__cause__ = failure.__context__ = None
