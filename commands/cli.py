@@ -203,20 +203,38 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, so every cleanup (resuming a paused guest) runs."""
 
 
+# Signals received during this run. drgn calls back into Python to read
+# memory (lpdebug's linear-map reader); an exception raised there is caught by
+# drgn and logged, and drgn goes on with what it could not read. So a signal is
+# also remembered, and a run it hit ends as interrupted, whatever drgn did
+# with the exception.
+_RECEIVED: List[int] = []
+
+
 @contextlib.contextmanager
-def _sigterm_raises() -> Any:
+def _signals_raise() -> Any:
     def handler(signum: int, frame: Any) -> None:
-        raise Terminated()
+        _RECEIVED.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave SIGTERM alone
+        previous = {signum: signal.signal(signum, handler)
+                    for signum in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave the signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _raise_if_signalled() -> None:
+    if signal.SIGTERM in _RECEIVED:
+        raise Terminated()
+    if _RECEIVED:
+        raise KeyboardInterrupt()
 
 
 def run(argv: Optional[Sequence[str]] = None) -> int:
@@ -234,10 +252,12 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     try:
         # The guest a --qemu session paused is resumed when the session
         # closes: on success, on an error, on Ctrl-C and on SIGTERM alike.
-        with _sigterm_raises(), contextlib.ExitStack() as session:
+        with contextlib.ExitStack() as session:
             prog = open_target(args, session)
+            _raise_if_signalled()
             _warn_target(prog)
             output = spec.run(prog, args, bar)
+            _raise_if_signalled()
     except Terminated:
         bar.close()
         return _fail("terminated (SIGTERM)")
@@ -258,7 +278,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        with _sigterm_raises():
+        with _signals_raise():
             status = run(argv)
     except Terminated:
         status = _fail("terminated (SIGTERM)")
