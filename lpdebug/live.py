@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 import drgn
 
-from .kernel import has_member, thread_info_in_task
+from .kernel import has_member, program_state, thread_info_in_task
 from .model import Diagnostic, DiagnosticKind, Finding, TaskTrace
 
 __all__ = (
@@ -53,17 +53,17 @@ __all__ = (
 # churn testbed's) is caught between two wakeups on the first or second.
 ATTEMPTS = 3
 
-# Set by the target openers (prog.cache holds it: it is fixed for the
+# Set by the target openers in lpdebug.kernel.program_state (fixed for the
 # Program's life: a paused session pauses before it opens and resumes after
 # it is closed).
-_MOVING_KEY = "lpdebug.live.moving"
+_MOVING_KEY = "moving"
 
 _T = TypeVar("_T")
 
 
 def mark_target(prog: drgn.Program, *, moving: bool) -> None:
     """Record whether ``prog`` reads a kernel that runs while it is read."""
-    prog.cache[_MOVING_KEY] = moving
+    program_state(prog)[_MOVING_KEY] = moving
 
 
 def is_moving(prog: drgn.Program) -> bool:
@@ -72,7 +72,7 @@ def is_moving(prog: drgn.Program) -> bool:
     target opener recorded with :func:`mark_target`, else drgn's own
     ``IS_LIVE`` flag (``/proc/kcore``).
     """
-    marked = getattr(prog, "cache", {}).get(_MOVING_KEY)
+    marked = program_state(prog).get(_MOVING_KEY) if isinstance(getattr(prog, "cache", None), dict) else None
     if marked is not None:
         return bool(marked)
     flags = getattr(prog, "flags", None)

@@ -513,7 +513,7 @@ def open_qemu(
     return prog  # type: ignore[return-value]
 
 
-_QMP_SOCKET_KEY = "lpdebug.target.qmp_socket"
+_QMP_SOCKET_KEY = "qmp_socket"  # in kernel.program_state: the connection drgn reads through
 
 
 def close_qemu(prog: drgn.Program) -> None:
@@ -523,7 +523,7 @@ def close_qemu(prog: drgn.Program) -> None:
     QEMU then serves its next client. The Program cannot read the guest
     afterwards.
     """
-    sock = prog.cache.pop(_QMP_SOCKET_KEY, None)
+    sock = kernel.program_state(prog).pop(_QMP_SOCKET_KEY, None)
     if sock is None:
         return
     with contextlib.suppress(OSError):
@@ -575,7 +575,7 @@ def _attach_qemu(
     # drgn gets a connection made here (a duplicate of its descriptor), so
     # close_qemu can end it whatever holds the Program.
     sock = qmp.connect_socket(qmp_socket)
-    prog.cache[_QMP_SOCKET_KEY] = sock
+    kernel.program_state(prog)[_QMP_SOCKET_KEY] = sock
     try:
         prog.set_qemu_qmp(os.dup(sock.fileno()))
     except (OSError, ValueError) as e:
