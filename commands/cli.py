@@ -11,7 +11,9 @@ could not be checked; wins over 1, and the report says both).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import textwrap
 from typing import Any, List, NoReturn, Optional, Sequence
@@ -50,9 +52,17 @@ targets (give one, after the command):
         a kernel core dump (/proc/vmcore as saved by kdump, ELF or
         makedumpfile format) with the matching vmlinux; directories are
         searched for vmlinux and *.ko
-  --qemu QMP_SOCKET -s VMLINUX [-s MODULE.ko|DIR ...]
+  --qemu QMP_SOCKET -s VMLINUX [-s MODULE.ko|DIR ...] [--no-pause]
         a live QEMU ppc64 guest, through its QMP socket (no vmcoreinfo file
-        needed: lpdebug finds the guest's VMCOREINFO itself)
+        needed: lpdebug finds the guest's VMCOREINFO itself). By default the
+        guest is paused (QMP stop) while it is read and resumed (cont)
+        afterwards, also on an error, Ctrl-C or SIGTERM; a guest found paused
+        stays paused. Pausing is the default because a running kernel changes
+        under the reader: stacks, lists and shadow stacks read at different
+        moments can look corrupt when nothing is. --no-pause reads it running
+        (for a guest that must not stop): what changed while it was read is
+        marked "changed while reading" and left unchecked, so that report
+        may be incomplete
   -k    the running kernel (root; debug info from the standard places)
   --sample
         the real 6.12 ppc64le capture bundled with lpdebug (two livepatches,
@@ -73,7 +83,9 @@ examples:
   lpdebug records -k -f 'msleep*'
       dyn_ftrace records of msleep* on the running kernel
   lpdebug patches --qemu /tmp/guest/qmp.sock -s vmlinux
-      livepatch state of a running QEMU guest
+      livepatch state of a QEMU guest (paused while it is read)
+  lpdebug triage --qemu /tmp/guest/qmp.sock -s vmlinux --no-pause
+      a report of a guest that keeps running while it is read
 
 exit status:
   0  complete, no findings
@@ -108,6 +120,9 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
                             "without a vmcore of your own")
     group.add_argument("-s", "--symbols", metavar="PATH", action="append", default=[],
                        help="vmlinux, a module (.ko) or a directory holding them; repeatable")
+    group.add_argument("--no-pause", action="store_true",
+                       help="with --qemu: read the guest while it runs instead of pausing it "
+                            "(parts that change while read are marked, not checked)")
 
 
 def _version_text() -> str:
@@ -147,10 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_target(args: argparse.Namespace) -> Any:
-    """A drgn Program for the target the command line names."""
+def open_target(args: argparse.Namespace, session: Optional[contextlib.ExitStack] = None) -> Any:
+    """
+    A drgn Program for the target the command line names. A QEMU guest is
+    paused until ``session`` closes (unless --no-pause); without a session
+    the caller closes nothing and the guest is read running.
+    """
     from lpdebug import target
 
+    if args.no_pause and not args.qemu:
+        raise UsageError("--no-pause goes with --qemu (a vmcore does not run; -k cannot pause)")
     if args.sample:
         from lpdebug import sample
 
@@ -161,7 +182,10 @@ def open_target(args: argparse.Namespace) -> Any:
     if args.qemu:
         if not args.symbols or not os.path.isfile(args.symbols[0]):
             raise UsageError("--qemu needs -s VMLINUX (the guest kernel's vmlinux file) first")
-        return target.open_qemu(args.qemu, args.symbols[0], args.symbols[1:])
+        if session is None:
+            return target.open_qemu(args.qemu, args.symbols[0], args.symbols[1:])
+        return session.enter_context(target.qemu_session(
+            args.qemu, args.symbols[0], args.symbols[1:], pause=not args.no_pause))
     return target.open_running_kernel(args.symbols)
 
 
@@ -182,6 +206,44 @@ def _warn_target(prog: Any) -> None:
         sys.stderr.write(f"{PROG}: warning: {_one_line(Exception(warning))}\n")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so every cleanup (resuming a paused guest) runs."""
+
+
+# Signals received during this run. drgn calls back into Python to read
+# memory (lpdebug's linear-map reader); an exception raised there is caught by
+# drgn and logged, and drgn goes on with what it could not read. So a signal is
+# also remembered, and a run it hit ends as interrupted, whatever drgn did
+# with the exception.
+_RECEIVED: List[int] = []
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Any:
+    def handler(signum: int, frame: Any) -> None:
+        _RECEIVED.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    try:
+        previous = {signum: signal.signal(signum, handler)
+                    for signum in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave the signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _raise_if_signalled() -> None:
+    if signal.SIGTERM in _RECEIVED:
+        raise Terminated()
+    if _RECEIVED:
+        raise KeyboardInterrupt()
+
+
 def run(argv: Optional[Sequence[str]] = None) -> int:
     problem = drgn_version_problem()
     if problem is not None:
@@ -195,9 +257,17 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
     bar = ProgressBar(sys.stderr)
     try:
-        prog = open_target(args)
-        _warn_target(prog)
-        output = spec.run(prog, args, bar)
+        # The guest a --qemu session paused is resumed when the session
+        # closes: on success, on an error, on Ctrl-C and on SIGTERM alike.
+        with contextlib.ExitStack() as session:
+            prog = open_target(args, session)
+            _raise_if_signalled()
+            _warn_target(prog)
+            output = spec.run(prog, args, bar)
+            _raise_if_signalled()
+    except Terminated:
+        bar.close()
+        return _fail("terminated (SIGTERM)")
     except LpdebugError as e:
         bar.close()
         return _fail(_one_line(e))
@@ -215,7 +285,12 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        status = run(argv)
+        with _signals_raise():
+            status = run(argv)
+    except Terminated:
+        status = _fail("terminated (SIGTERM)")
+    except KeyboardInterrupt:
+        status = _fail("interrupted")
     except BrokenPipeError:
         # "lpdebug triage ... | head": the reader left; that is not an error.
         devnull = os.open(os.devnull, os.O_WRONLY)

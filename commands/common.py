@@ -17,7 +17,7 @@ import argparse
 import fnmatch
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from lpdebug.errors import LpdebugError
 
@@ -381,22 +381,38 @@ def _run_records(prog: Any, args: argparse.Namespace, progress: Optional[Progres
     return Output(_with_diagnostics(text, diagnostics), _status(0, len(diagnostics)))
 
 
-def _traces_status(traces: List[Any]) -> int:
+def _traces_status(traces: List[Any], moved: Sequence[Any] = ()) -> int:
     from lpdebug.diagnostics import task_diagnostics
 
-    return _status(0, sum(len(list(task_diagnostics(t))) for t in traces))
+    return _status(0, sum(len(list(task_diagnostics(t))) for t in traces) + len(moved))
+
+
+def _traces(prog: Any, tasks: List[Any]) -> Tuple[List[Any], List[Any]]:
+    # The tasks' true backtraces, and the diagnostics of those a running kernel
+    # changed every time they were read (their headers say so too).
+    from lpdebug import live
+    from lpdebug.backtrace import true_backtrace
+
+    if not live.is_moving(prog):
+        return [true_backtrace(task) for task in tasks], []
+    traces, moved = [], []
+    for task in tasks:
+        trace, torn = live.settled_trace(task, true_backtrace)
+        traces.append(trace)
+        if torn is not None:
+            moved.append(torn)
+    return traces, moved
 
 
 def _run_bt(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
     from lpdebug import render
-    from lpdebug.backtrace import true_backtrace
 
-    traces = [true_backtrace(task) for task in bt_tasks(prog, args)]
+    traces, moved = _traces(prog, bt_tasks(prog, args))
     if args.json:
-        return Output(_json_document("bt", tasks=traces), _traces_status(traces))
+        return Output(_json_document("bt", tasks=traces), _traces_status(traces, moved))
     describe = _describe(prog)
-    return Output("\n\n".join(render.render_backtrace(t, describe) for t in traces),
-                  _traces_status(traces))
+    text = "\n\n".join(render.render_backtrace(t, describe) for t in traces)
+    return Output(_with_diagnostics(text, moved), _traces_status(traces, moved))
 
 
 def _toc_owner(prog: Any) -> Optional[Callable[[int], Optional[str]]]:
@@ -411,14 +427,12 @@ def _toc_owner(prog: Any) -> Optional[Callable[[int], Optional[str]]]:
 def _run_stacks(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
     from lpdebug import render
 
-    from lpdebug.backtrace import true_backtrace
-
-    traces = [true_backtrace(task) for task in find_tasks(prog, args.task)]
+    traces, moved = _traces(prog, find_tasks(prog, args.task))
     if args.json:
-        return Output(_json_document("stacks", tasks=traces), _traces_status(traces))
+        return Output(_json_document("stacks", tasks=traces), _traces_status(traces, moved))
     describe, owner = _describe(prog), _toc_owner(prog)
-    return Output("\n\n".join(render.render_shadow_stacks(t, describe, owner) for t in traces),
-                  _traces_status(traces))
+    text = "\n\n".join(render.render_shadow_stacks(t, describe, owner) for t in traces)
+    return Output(_with_diagnostics(text, moved), _traces_status(traces, moved))
 
 
 def _run_toc(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:

@@ -441,10 +441,14 @@ def all_findings(prog: object, traces: Iterable[TaskTrace], tocs: Optional[TocMa
     """
     Every finding over every task, plus the module TOC cross-check. ``prog``
     is accepted for the triage call signature and not used: the checks only
-    read the model. Without a TocMap only the shadow-stack checks run.
+    read the model. Without a TocMap only the shadow-stack checks run. A
+    trace a live kernel changed while it was read (``changed_while_reading``)
+    mixes moments no kernel state ever had: it is not checked.
     """
     findings: List[Finding] = []
     for trace in traces:
+        if trace.changed_while_reading:
+            continue
         if tocs is None:
             findings.extend(check_livepatch_stack_structure(trace) + check_shadow_stacks(trace))
             continue

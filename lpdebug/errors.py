@@ -25,3 +25,11 @@ class BuildIdMismatch(DebugInfoError):
         self.vmlinux = vmlinux
         self.expected = expected
         self.actual = actual
+
+
+class ModuleListUnreadable(DebugInfoError):
+    """drgn could not walk the kernel's module list to place module debug info.
+
+    drgn 0.3.0 fails (MemoryError) on a module still being loaded
+    (MODULE_STATE_UNFORMED: no sect_attrs yet); on a live kernel it passes once
+    the load is done."""

@@ -109,6 +109,12 @@ def livepatch_stack(task: drgn.Object, *, sp: Optional[int] = None) -> Optional[
     result = LivepatchStack(base=0, sp=0)
     try:
         stack = task.stack.value_()
+        if not stack:
+            # A dead task whose stack was freed: release_task_stack()
+            # (kernel/fork.c, CONFIG_THREAD_INFO_IN_TASK) sets tsk->stack to
+            # NULL and leaves livepatch_sp as it was. No stack, no entries.
+            result.stack_start = 0
+            return result
         result.stack_start = stack
         size = thread_size(prog)
         if size:

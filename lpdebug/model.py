@@ -373,6 +373,9 @@ class TaskTrace:
     # chain intact): index -1, pc = the return address into it that its own frame holds.
     returned_frame: Optional[Frame] = None
     sources: List[str] = field(default_factory=list)  # TaskSource values of the sources that found it
+    # A live kernel changed the task while it was read, every time it was read: what was read is
+    # shown but mixes moments, so no check runs on it (a Diagnostic of that kind names the task).
+    changed_while_reading: bool = False
 
 
 # --- how the tasks were found -------------------------------------------------

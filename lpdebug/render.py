@@ -322,8 +322,10 @@ def task_header(t: TaskTrace) -> str:
     cpu = "" if t.on_cpu is None else f" on CPU {t.on_cpu}"
     patch_state = "-" if t.patch_state is None else str(t.patch_state)
     crashed = "CRASHED " if t.crashed else ""
+    moved = (" -- changed while it was read (it kept running): shown, not checked"
+             if t.changed_while_reading else "")
     return (f"{crashed}PID {t.pid} ({t.comm}) state {t.state}, patch_state {patch_state}{cpu}, "
-            f"task_struct {t.address:#x}")
+            f"task_struct {t.address:#x}{moved}")
 
 
 def render_backtrace(t: TaskTrace, describe: Optional[Describe] = None) -> str:

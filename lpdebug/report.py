@@ -19,7 +19,7 @@ The JSON encoding (schema ``lpdebug.triage/2``) is :mod:`lpdebug.schema`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from .diagnostics import all_diagnostics, from_exception
 from .model import (
@@ -103,29 +103,78 @@ def _kernel_info(prog: Any, diagnostics: List[Diagnostic]) -> KernelInfo:
                     fallback)
 
 
+_P = TypeVar("_P")
+
+
+def _settled(prog: Any, stage: str, read: Callable[[List[Diagnostic]], _P],
+             part_diagnostics: Callable[[_P], List[Diagnostic]], diagnostics: List[Diagnostic],
+             address: Optional[int] = None) -> _P:
+    # read(diagnostics) once on a dump; on a kernel that moves, again while it
+    # fails (lpdebug.live.settled_stage): a walk torn by a concurrent change is
+    # a changed_while_reading diagnostic, not a fault of the kernel's.
+    from . import live
+
+    if not live.is_moving(prog):
+        return read(diagnostics)
+
+    def run() -> Tuple[_P, List[Diagnostic]]:
+        own: List[Diagnostic] = []
+        return read(own), own
+
+    def clear(result: Tuple[_P, List[Diagnostic]]) -> None:
+        del part_diagnostics(result[0])[:]
+        del result[1][:]
+
+    (value, own), torn = live.settled_stage(
+        run, lambda r: list(part_diagnostics(r[0])) + list(r[1]), clear, stage, address)
+    diagnostics.extend(own)
+    diagnostics.extend(torn)
+    return value
+
+
+def _object_address(prog: Any, name: str) -> Optional[int]:
+    try:
+        return prog[name].address_
+    except Exception:  # noqa: BLE001 (only labels a diagnostic)
+        return None
+
+
 def _livepatch_state(prog: Any, diagnostics: List[Diagnostic]) -> LivepatchState:
     from . import livepatch
 
-    state = _guarded(diagnostics, "livepatch", "livepatch state",
-                     lambda: livepatch.livepatch_state(prog), LivepatchState())
-    # Patches that klp_ops or /sys/kernel/livepatch show but klp_patches did not give.
-    diagnostics.extend(_guarded(diagnostics, "livepatch", "the livepatch cross-check",
-                                lambda: livepatch.missing_patches(prog, state), []))
-    return state
+    def read(diags: List[Diagnostic]) -> LivepatchState:
+        state = _guarded(diags, "livepatch", "livepatch state",
+                         lambda: livepatch.livepatch_state(prog), LivepatchState())
+        # Patches that klp_ops or /sys/kernel/livepatch show but klp_patches did not give.
+        diags.extend(_guarded(diags, "livepatch", "the livepatch cross-check",
+                              lambda: livepatch.missing_patches(prog, state), []))
+        return state
+
+    return _settled(prog, "livepatch", read, lambda state: state.diagnostics, diagnostics,
+                    _object_address(prog, "klp_patches"))
 
 
 def _ftrace_state(prog: Any, all_records: bool, diagnostics: List[Diagnostic]) -> FtraceState:
     from . import ftrace
 
-    return _guarded(diagnostics, "ftrace", "ftrace state",
-                    lambda: ftrace.ftrace_state(prog, all_records=all_records), FtraceState())
+    return _settled(
+        prog, "ftrace",
+        lambda diags: _guarded(diags, "ftrace", "ftrace state",
+                               lambda: ftrace.ftrace_state(prog, all_records=all_records),
+                               FtraceState()),
+        lambda state: state.diagnostics, diagnostics, _object_address(prog, "ftrace_ops_list"))
 
 
 def _enumerate_tasks(prog: Any, progress: Optional[Progress],
                      diagnostics: List[Diagnostic]) -> Tuple[List[TaskTrace], Optional[TaskCensus]]:
     from . import tasks
 
-    found = _guarded(diagnostics, "tasks", "the task enumeration", lambda: tasks.find_tasks(prog), None)
+    found = _settled(
+        prog, "tasks",
+        lambda diags: _guarded(diags, "tasks", "the task enumeration",
+                               lambda: tasks.find_tasks(prog), None),
+        lambda found: found.diagnostics if found is not None else [], diagnostics,
+        _object_address(prog, "init_task"))
     if found is None:
         return [], None
     diagnostics.extend(found.diagnostics)
@@ -168,14 +217,63 @@ findings_sort_key = sort_key(FINDINGS_ORDER)
 
 def _findings(prog: Any, result: TriageResult, tocs: Any,
               diagnostics: List[Diagnostic]) -> List[Finding]:
-    from . import checks
+    from . import checks, live
 
     found: List[Finding] = _guarded(
         diagnostics, "checks", "the checks",
         lambda: list(checks.all_findings(prog, result.tasks, tocs, result.livepatch)),
         [],
     )
+    if found and live.is_moving(prog):
+        # A transition's findings rest on its duration and its blocking tasks, read
+        # settled already: only the findings about words read once are read again.
+        timed = checks.check_transition(result.livepatch)
+        words = [f for f in found if f not in timed]
+        found = [f for f in found if f in timed] + _guarded(
+            diagnostics, "checks", "the second read of the findings",
+            lambda: _reproduced(prog, words, tocs, result.tasks, diagnostics), words)
     return sorted(found, key=findings_sort_key)
+
+
+def _reproduced(prog: Any, found: List[Finding], tocs: Any, traces: List[TaskTrace],
+                diagnostics: List[Diagnostic]) -> List[Finding]:
+    # A live kernel's finding stands only if a fresh read of everything it
+    # rests on (the task, the livepatch state, the module TOCs) has it too.
+    from drgn.helpers.linux.pid import find_task
+
+    from . import checks, live, livepatch, toc
+    from .backtrace import true_backtrace
+
+    fresh: Dict[str, Any] = {}
+
+    def tocs_again() -> Any:
+        if "tocs" not in fresh:
+            fresh["tocs"] = toc.module_tocs(prog) if tocs is not None else None
+        return fresh["tocs"]
+
+    def state_again() -> Any:
+        if "state" not in fresh:
+            fresh["state"] = livepatch.livepatch_state(prog)
+        return fresh["state"]
+
+    def reread(pid: Optional[int]) -> List[Finding]:
+        if pid is None:
+            again = tocs_again()
+            return checks.check_tocs(again) if again is not None else []
+        task = find_task(prog, pid)
+        if not task:
+            return []
+        trace, torn = live.settled_trace(task, true_backtrace)
+        if torn is not None:
+            return []
+        again = tocs_again()
+        if again is None:
+            return checks.check_livepatch_stack_structure(trace) + checks.check_shadow_stacks(trace)
+        return checks.check_task(trace, again, state_again())
+
+    kept, torn = live.reverify_findings(found, reread, {t.pid: t.address for t in traces})
+    diagnostics.extend(torn)
+    return kept
 
 
 def _blocking_tasks(result: TriageResult, diagnostics: List[Diagnostic]) -> None:

@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import struct
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
-from . import dumpfile, hash_mmu, kernel
-from .errors import BuildIdMismatch, DebugInfoError, TargetError
+from . import dumpfile, hash_mmu, kernel, live, qmp
+from .errors import BuildIdMismatch, DebugInfoError, ModuleListUnreadable, TargetError
 
 __all__ = (
     "open_vmcore",
     "open_running_kernel",
     "open_qemu",
+    "close_qemu",
+    "qemu_session",
     "load_debug_info",
     "debug_info_files",
     "file_build_id",
@@ -248,32 +251,64 @@ def _unrename_module_init_sections(prog: drgn.Program) -> None:
             for name, address in list(addresses.items()):
                 if name.startswith("_init") and "." + name[1:] not in addresses:
                     addresses["." + name[1:]] = address
-    except (drgn.FaultError, LookupError, ValueError, NotImplementedError):
-        pass  # drgn then finds the modules itself, as before
+    except (drgn.FaultError, LookupError, ValueError, NotImplementedError, MemoryError,
+            OverflowError):
+        pass  # drgn then finds the modules itself, as before (a torn list: see _load)
+
+
+# Waits between walks of a moving kernel's module list: insmod under TCG
+# keeps a module unformed for a second or two.
+_MODULE_LIST_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool, warnings: List[str]) -> None:
-    try:
-        prog.load_debug_info(files, default=default, main=main)
-    except drgn.MissingDebugInfoError as e:
-        warnings.append(f"missing debug info: {e}")
-    except Exception as e:  # noqa: BLE001 (libelf/libdw failures are plain Exceptions)
-        if main:
-            what = files[0] if len(files) == 1 else "the debug info"
-            raise DebugInfoError(
-                f"{what}: could not load debug info ({' '.join(str(e).split())}): the file is "
-                "truncated, damaged or not the target's; give an intact, matching copy"
-            ) from e
-        # One damaged module must not cost the others: load them one by one.
-        for path in files:
-            try:
-                prog.load_debug_info([path], default=False, main=False)
-            except drgn.MissingDebugInfoError as e2:
-                warnings.append(f"missing debug info: {e2}")
-            except Exception as e2:  # noqa: BLE001
-                warnings.append(f"{path}: skipped, its debug info cannot be loaded "
-                                f"({' '.join(str(e2).split())}): the file is truncated or damaged;"
-                                " give an intact copy of it")
+    # drgn walks the kernel's module list to place module debug info. A module
+    # being loaded (MODULE_STATE_UNFORMED) or freed under the walk makes
+    # drgn 0.3.0 fail, even with MemoryError. On a kernel that runs while it
+    # is read that passes: walk it again, a moment later.
+    import time
+
+    torn = (MemoryError, OverflowError, drgn.FaultError) if live.is_live_target(prog) else ()
+    delays = _MODULE_LIST_RETRY_DELAYS if live.is_moving(prog) else ()
+    failure: Optional[BaseException] = None
+    for delay in (0.0, *delays):
+        time.sleep(delay)
+        try:
+            prog.load_debug_info(files, default=default, main=main)
+            return
+        except drgn.MissingDebugInfoError as e:
+            warnings.append(f"missing debug info: {e}")
+            return
+        except torn as e:
+            failure = e
+            continue
+        except Exception as e:  # noqa: BLE001 (libelf/libdw failures are plain Exceptions)
+            _load_failed(prog, files, e, main=main, warnings=warnings)
+            return
+    raise ModuleListUnreadable(
+        f"could not load debug info: drgn could not walk the kernel's module list "
+        f"({type(failure).__name__}{': ' + str(failure) if str(failure).strip() else ''}; "
+        "a module being loaded or unloaded?)") from failure
+
+
+def _load_failed(prog: drgn.Program, files: List[str], e: Exception, *, main: bool,
+                 warnings: List[str]) -> None:
+    if main:
+        what = files[0] if len(files) == 1 else "the debug info"
+        raise DebugInfoError(
+            f"{what}: could not load debug info ({' '.join(str(e).split())}): the file is "
+            "truncated, damaged or not the target's; give an intact, matching copy"
+        ) from e
+    # One damaged module must not cost the others: load them one by one.
+    for path in files:
+        try:
+            prog.load_debug_info([path], default=False, main=False)
+        except drgn.MissingDebugInfoError as e2:
+            warnings.append(f"missing debug info: {e2}")
+        except Exception as e2:  # noqa: BLE001
+            warnings.append(f"{path}: skipped, its debug info cannot be loaded "
+                            f"({' '.join(str(e2).split())}): the file is truncated or damaged;"
+                            " give an intact copy of it")
 
 
 def _module_name_of_file(path: str) -> str:
@@ -518,25 +553,41 @@ def _read_guest_vmcoreinfo(prog: drgn.Program, vmlinux: str, little_endian: bool
 
 
 def open_qemu(
-    qmp_socket: str, vmlinux: str, debug_info: Sequence[str] = ()
+    qmp_socket: str, vmlinux: str, debug_info: Sequence[str] = (), *,
+    running: Optional[bool] = None,
 ) -> drgn.Program:
     """
     A Program on a live QEMU ppc64 guest, from its QMP socket and its vmlinux
     only (no fw_cfg, no vmcoreinfo file needed). ``debug_info`` adds module
     debug info (files or directories).
+
+    ``running`` says whether the guest's vCPUs run while it is read (None:
+    ask QEMU with ``query-status`` first). A running guest is a kernel that
+    moves under the reader (:mod:`lpdebug.live`). For a consistent read use
+    :func:`qemu_session`, which pauses the guest around the Program's life.
+    The Program holds QEMU's only QMP connection until :func:`close_qemu`
+    (or until it is garbage-collected).
     """
     platform = _platform_of(vmlinux)
     little_endian = bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+    if running is None:
+        running = qmp.guest_running(qmp_socket)
     prog: Optional[drgn.Program] = drgn.Program(platform)
+    live.mark_target(prog, moving=running)
     failure: Optional[BaseException] = None
     try:
         _attach_qemu(prog, qmp_socket, vmlinux, debug_info, little_endian)
     except (TargetError, DebugInfoError) as e:
         failure = e
+    except BaseException:
+        # Ctrl-C, SIGTERM, a bug: QEMU serves one QMP client at a time, and
+        # whoever resumes a paused guest needs it now.
+        close_qemu(prog)
+        raise
     if failure is not None:
-        # QEMU serves one QMP client at a time: keep no reference to the
-        # Program in the traceback, so its connection closes now and the
-        # caller can retry (with another vmlinux, say).
+        # Close the connection now, and keep no reference to the Program in
+        # the traceback, so the caller can retry (with another vmlinux, say).
+        close_qemu(prog)
         failure.__traceback__ = None
         failure.__cause__ = failure.__context__ = None
         prog = None
@@ -544,11 +595,71 @@ def open_qemu(
     return prog  # type: ignore[return-value]
 
 
+_QMP_SOCKET_KEY = "qmp_socket"  # in kernel.program_state: the connection drgn reads through
+
+
+def close_qemu(prog: drgn.Program) -> None:
+    """
+    End the QMP connection of a Program from :func:`open_qemu`, even while
+    other references to the Program live on (a traceback, a REPL variable):
+    QEMU then serves its next client. The Program cannot read the guest
+    afterwards.
+    """
+    sock = kernel.program_state(prog).pop(_QMP_SOCKET_KEY, None)
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+@contextlib.contextmanager
+def qemu_session(
+    qmp_socket: str, vmlinux: str, debug_info: Sequence[str] = (), *, pause: bool = True,
+) -> Iterator[drgn.Program]:
+    """
+    A Program on a QEMU guest for the duration of the block. With ``pause``
+    the guest is stopped (QMP ``stop``) before it is opened and resumed
+    (``cont``) after its connection is closed, however the block ends, so
+    everything read comes from one moment of the guest; a guest found paused
+    is left paused. Without ``pause`` the guest runs while it is read.
+    """
+    _platform_of(vmlinux)  # a wrong vmlinux fails here, before the guest is touched
+    with contextlib.ExitStack() as stack:
+        running = False
+        if pause:
+            pause_handle = stack.enter_context(qmp.paused(qmp_socket))
+            prog = None
+            for delay in _MODULE_LIST_RETRY_DELAYS:
+                try:
+                    prog = open_qemu(qmp_socket, vmlinux, debug_info, running=False)
+                    break
+                except ModuleListUnreadable:
+                    # Paused in the middle of an insmod or rmmod: let the guest
+                    # finish it and pause again (nothing was read yet).
+                    if not pause_handle.stopped_here:
+                        raise
+                    pause_handle.run_for(delay)
+            if prog is None:
+                prog = open_qemu(qmp_socket, vmlinux, debug_info, running=False)
+        else:
+            running = qmp.guest_running(qmp_socket)
+            prog = open_qemu(qmp_socket, vmlinux, debug_info, running=running)
+        try:
+            yield prog
+        finally:
+            close_qemu(prog)
+
+
 def _attach_qemu(
     prog: drgn.Program, qmp_socket: str, vmlinux: str, debug_info: Sequence[str], little_endian: bool
 ) -> None:
+    # drgn gets a connection made here (a duplicate of its descriptor), so
+    # close_qemu can end it whatever holds the Program.
+    sock = qmp.connect_socket(qmp_socket)
+    kernel.program_state(prog)[_QMP_SOCKET_KEY] = sock
     try:
-        prog.set_qemu_qmp(qmp_socket)
+        prog.set_qemu_qmp(os.dup(sock.fileno()))
     except (OSError, ValueError) as e:
         raise TargetError(f"cannot connect to QMP at {qmp_socket}: {e}") from None
     text, ram_end = _read_guest_vmcoreinfo(prog, vmlinux, little_endian)
@@ -587,6 +698,8 @@ def open_memory_readers(
     add_segments(finder)
     text, _ = _read_guest_vmcoreinfo(finder, vmlinux, little_endian)
     prog = drgn.Program(platform)
+    # gdb (all-stop) holds the target stopped while its commands run.
+    live.mark_target(prog, moving=False)
     _set_guest_vmcoreinfo(prog, text)
     add_segments(prog)
     load_debug_info(prog, [vmlinux, *debug_info], default=False)

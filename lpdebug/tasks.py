@@ -404,7 +404,10 @@ class FoundTasks:
 
 
 def _live(prog: drgn.Program) -> bool:
-    return bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
+    # /proc/kcore, or a QEMU guest read while it runs (lpdebug.live)
+    from . import live
+
+    return live.is_moving(prog)
 
 
 def _read_counter(prog: drgn.Program, name: str, type_name: str,
@@ -640,11 +643,22 @@ def task_traces(prog: drgn.Program, found: FoundTasks,
         symbolizer = None
     total = len(found.tasks)
     no_state: List[TaskTrace] = []
+    moving = _live(prog)
+
+    def walk(task: drgn.Object) -> TaskTrace:
+        return true_backtrace(task, symbolizer=symbolizer)
+
     for done, item in enumerate(found.tasks):
         if progress is not None:
             progress("tasks", done, total)
         try:
-            trace = true_backtrace(item.task, symbolizer=symbolizer)
+            if moving:
+                moved = _moving_task_trace(item.task, walk, diagnostics)
+                if moved is None:
+                    continue  # it exited while it was read (a diagnostic says so)
+                trace = moved
+            else:
+                trace = walk(item.task)
             if trace.state == "?":
                 no_state.append(trace)
         except Exception as e:  # noqa: BLE001 (one task failing costs that task's trace only)
@@ -674,3 +688,41 @@ def task_traces(prog: drgn.Program, found: FoundTasks,
             f"the state of {len(no_state)} task(s) is unreadable (task_state_array or the "
             f"task's state word): shown as '?' (pids {_pids_text([t.pid for t in no_state])})"))
     return traces, diagnostics
+
+
+def _moving_task_trace(task: drgn.Object, walk: Callable[[drgn.Object], TaskTrace],
+                       diagnostics: List[Diagnostic]) -> Optional[TaskTrace]:
+    # A kernel that runs while it is read: the task is read until it stands
+    # still (lpdebug.live.settled_trace). A task that exits while it is read
+    # fails half way: that is the kernel moving (its task_struct is gone or
+    # reused), not an error of the kernel's; None then, with a diagnostic.
+    from . import live
+
+    failure: Optional[Exception] = None
+    for _ in range(live.ATTEMPTS):
+        try:
+            trace, torn = live.settled_trace(task, walk)
+        except Exception as e:  # noqa: BLE001 (raised below unless the task is gone)
+            failure = e
+            continue
+        if torn is not None:
+            diagnostics.append(torn)
+        return trace
+    assert failure is not None
+    if live.task_stamp(task) is None or not _still_listed(task):
+        diagnostics.append(Diagnostic(
+            STAGE, DiagnosticKind.CHANGED_WHILE_READING, task.value_(),
+            f"task_struct {task.value_():#x} exited while it was read "
+            f"({type(failure).__name__}: {' '.join(str(failure).split())})"))
+        return None
+    raise failure
+
+
+def _still_listed(task: drgn.Object) -> bool:
+    from drgn.helpers.linux.pid import find_task
+
+    try:
+        found = find_task(task.prog_, task.pid.value_())
+        return bool(found) and found.value_() == task.value_()
+    except Exception:  # noqa: BLE001 (an unreadable task is not listed)
+        return False
