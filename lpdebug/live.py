@@ -191,9 +191,11 @@ def settled_stage(run: Callable[[], _T], errors_of: Callable[[_T], Sequence[Any]
     ``attempts`` reads. The first read without errors wins. When every read
     had errors and they differ between reads, the kernel changed under the
     walk: ``clear(result)`` takes the last read's errors out of it and they
-    come back as ``changed_while_reading`` diagnostics of ``stage`` at
-    ``address`` (the root of the walk). Errors that repeat identically are
-    left in the result: they are the kernel's, not the reader's timing.
+    come back as ``changed_while_reading`` diagnostics of ``stage`` at the
+    address a diagnostic names, else ``address`` (the root of the walk); a
+    diagnostic that every read had alike comes back as it is. Errors that
+    repeat identically are left in the result: they are the kernel's, not
+    the reader's timing.
     """
     result = run()
     seen = [errors_of(result)]
@@ -204,9 +206,11 @@ def settled_stage(run: Callable[[], _T], errors_of: Callable[[_T], Sequence[Any]
         return result, []
     clear(result)
     torn = " (read {} times, failing differently each time: the kernel changed under the walk)"
-    return result, [Diagnostic(stage=stage, kind=DiagnosticKind.CHANGED_WHILE_READING,
-                               address=_error_address(error, address),
-                               message=_error_message(error) + torn.format(len(seen)))
+    # A diagnostic every read had alike is the kernel's, even when the rest moved.
+    return result, [error if isinstance(error, Diagnostic) and all(error in errs for errs in seen)
+                    else Diagnostic(stage=stage, kind=DiagnosticKind.CHANGED_WHILE_READING,
+                                    address=_error_address(error, address),
+                                    message=_error_message(error) + torn.format(len(seen)))
                     for error in seen[-1]]
 
 

@@ -180,3 +180,52 @@ def test_synthetic_moving_is_what_the_opener_said():
     assert live.is_moving(mk.prog)
     live.mark_target(mk.prog, moving=False)
     assert not live.is_moving(mk.prog)
+    assert live.is_live_target(mk.prog)  # a paused guest runs again after the read
+
+
+def test_synthetic_dump_is_not_a_live_target():
+    assert not live.is_live_target(MockKernel().prog)
+
+
+def _report_stage(moving, reads):
+    # report's wrapper around a stage (livepatch, ftrace, the task enumeration): a walk that
+    # fails differently on every read of a moving kernel is the kernel moving, on a dump it is
+    # the kernel's own state, reported as it is
+    from lpdebug import report
+
+    mk = MockKernel()
+    if moving:
+        live.mark_target(mk.prog, moving=True)
+    it = iter(reads)
+    calls = []
+
+    def read(diagnostics):
+        calls.append(1)
+        part = model.LivepatchState(diagnostics=list(next(it)))
+        diagnostics.append(Diagnostic("livepatch", DiagnosticKind.LOST, None, "cross-check"))
+        return part
+
+    found = []
+    state = report._settled(mk.prog, "livepatch", read, lambda s: s.diagnostics, found,
+                            0xC000000001F00000)
+    return state, found, len(calls)
+
+
+def test_synthetic_report_stage_on_a_moving_kernel():
+    reads = [[_walk_broke(DiagnosticKind.CYCLE, 0x2, "klp_patches: cycle")],
+             [_walk_broke(DiagnosticKind.UNREADABLE, 0x5, "klp_patches: unreadable")],
+             [_walk_broke(DiagnosticKind.UNREADABLE, 0x7, "klp_patches: unreadable")]]
+    state, found, calls = _report_stage(True, reads)
+    assert calls == live.ATTEMPTS and state.diagnostics == []
+    # the walk broke differently each time: changed while reading, where the last one broke;
+    # the cross-check's diagnostic, alike in every read, is the kernel's and stays as it is
+    assert sorted((d.kind.value, d.address) for d in found) == [
+        ("changed_while_reading", 0x7), ("lost", None)]
+
+
+def test_synthetic_report_stage_on_a_dump_reads_once():
+    reads = [[_walk_broke(DiagnosticKind.CYCLE, 0x2, "klp_patches: cycle")]]
+    state, found, calls = _report_stage(False, reads)
+    assert calls == 1
+    assert [d.kind for d in state.diagnostics] == [DiagnosticKind.CYCLE]
+    assert [d.kind for d in found] == [DiagnosticKind.LOST]
