@@ -33,6 +33,8 @@ _EXPORTS: Dict[str, str] = {
     "open_vmcore": "target",
     "open_running_kernel": "target",
     "open_qemu": "target",
+    "qemu_session": "target",
+    "close_qemu": "target",
     "load_debug_info": "target",
     # walkers
     "kernel_info": "kernel",
