@@ -285,11 +285,21 @@ def test_paused_read_equals_the_guests_views_at_that_pause(live):
         assert running(live), "lpdebug did not resume the guest"
     finally:
         go(live)
-    assert proc.returncode in (0, 1), proc.stderr
     doc = json.loads(proc.stdout)
     validate_triage(doc)
-    # Paused: nothing moved, nothing is marked.
-    assert doc["diagnostics"] == [], doc["diagnostics"]
+    # Paused: nothing moved, nothing is marked. QMP gives drgn no vCPU registers, so a task
+    # running on a CPU at the pause (not idle) has no unwind: its row says so, and the report
+    # is incomplete for that reason only, at most once per CPU.
+    unwound_not = [t for t in doc["tasks"] if t["on_cpu"] is not None and t["diagnostics"]]
+    for task in unwound_not:
+        assert task["state"] == "R" and not task["frames"], task
+        assert all("running task" in d["message"] for d in task["diagnostics"]), task
+    assert len(unwound_not) <= len({t["on_cpu"] for t in doc["tasks"] if t["on_cpu"] is not None})
+    others = [d for d in doc["diagnostics"]
+              if not (d["stage"] == "tasks" and "running task" in d["message"])]
+    assert others == [], others
+    assert not [d for d in doc["diagnostics"] if d["kind"] == "changed_while_reading"]
+    assert proc.returncode == (3 if unwound_not else 0), (proc.returncode, proc.stderr)
     assert not any(t["changed_while_reading"] for t in doc["tasks"])
     assert doc["findings"] == []
     patches = {p["name"]: {"enabled": p["enabled"], "transition": p["transition"]}
@@ -409,7 +419,8 @@ def test_reading_over_qmp_writes_nothing(live, tmp_path):
         assert ram_hash(live, tmp_path) == before, "RAM of a paused guest changed by itself"
         for command in every_command(live):
             proc = _cli(*command, *qemu_args(live))
-            assert proc.returncode in (0, 1), (command, proc.stderr)
+            # 3: a task running on a CPU at the pause has no unwind (no vCPU registers over QMP)
+            assert proc.returncode in (0, 1, 3), (command, proc.stderr)
             assert not running(live)
             assert ram_hash(live, tmp_path) == before, f"guest RAM changed by {command}"
     finally:
