@@ -258,7 +258,12 @@ def test_triage_100_runs_on_a_running_churning_guest(live):
         assert doc["tasks"], (run, "no task read")
         # The churn guest has no corruption and no bad TOC: any finding is false.
         assert not [f for f in doc["findings"] if f["kind"] in TOC_KINDS], (run, doc["findings"])
-        assert doc["findings"] == [], (run, doc["findings"])
+        # Only a warning that a livepatch transition is under way is true now and then (the
+        # churn enables and disables one; the report's transition says which).
+        others = [f for f in doc["findings"] if f["kind"] != "transition_blocked"]
+        assert others == [], (run, others)
+        if len(others) < len(doc["findings"]):
+            assert doc["livepatch"]["transition"]["patch"] is not None, (run, doc["livepatch"])
         torn = [d for d in doc["diagnostics"] if d["kind"] == "changed_while_reading"]
         for d in torn:
             assert d["address"] is not None, (run, d)
