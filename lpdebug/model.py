@@ -486,6 +486,7 @@ FINDING_KINDS = (
     "ret_stack_inconsistent",
     "unreadable_memory",
     "toc_prologue_mismatch",
+    "transition_blocked",
 )
 
 
@@ -522,8 +523,8 @@ class KernelLog:
 
 @dataclass
 class CrashedTask:
-    pid: int
-    comm: str
+    pid: int  # of the task that was running on the crashed CPU
+    comm: str  # its command name
     cpu: Optional[int]  # the CPU it crashed on
     address: int  # of its task_struct
     top_frames: List[str] = field(default_factory=list)  # its true backtrace's innermost frames
@@ -531,9 +532,9 @@ class CrashedTask:
 
 @dataclass
 class FindingCount:
-    kind: str
-    severity: str
-    count: int
+    kind: str  # a finding kind (see Finding.kind)
+    severity: str  # "error", "warning" or "info"
+    count: int  # findings of that kind and severity
 
 
 @dataclass
@@ -544,9 +545,9 @@ class Summary:
     crash_message: Optional[str]  # the oops/panic line from the kernel log
     crash_lines: List[str] = field(default_factory=list)  # the lines after it in the log
     panic_message: Optional[str] = None  # "Kernel panic - not syncing: ...", when logged
-    crashed_task: Optional[CrashedTask] = None
+    crashed_task: Optional[CrashedTask] = None  # the task on the crashed CPU; None when not crashed
     livepatches: int = 0  # klp_patch objects the kernel holds
-    livepatches_enabled: int = 0
+    livepatches_enabled: int = 0  # of those, the enabled ones
     transition: Optional[str] = None  # name of the patch in transition, None when idle
     transition_target: Optional[str] = None  # "patched" or "unpatched"
     transition_blocking: int = 0  # tasks not yet in the target state
