@@ -73,9 +73,9 @@ def _name_modules_without_debug_info(prog: Any) -> None:
             debuginfo.use_module_kallsyms(prog)
         except Exception as e:  # noqa: BLE001 (names are a nicety; the command still runs)
             _log.warning("lpdebug: module kallsyms could not be read: %s", e)
-        from lpdebug.symbols import invalidate
+        from lpdebug import kernel
 
-        invalidate(prog)
+        kernel.invalidate(prog)
 
 
 def _make_command(spec: Spec) -> None:

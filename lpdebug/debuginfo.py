@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import drgn
 
@@ -67,7 +67,7 @@ _KALLSYMS_KEY = "lpdebug.debuginfo.kallsyms"
 _KALLSYMS_FINDER = "lpdebug_module_kallsyms"
 
 
-def _state(prog: drgn.Program) -> Dict[str, object]:
+def _state(prog: drgn.Program) -> Dict[str, Any]:
     # What lpdebug did to the program (files given and refused, the kallsyms
     # finder): kept across lpdebug.kernel.invalidate.
     from . import kernel

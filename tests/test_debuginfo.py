@@ -178,10 +178,10 @@ def test_module_with_another_build_id_is_refused_by_name_with_both_ids():
         args += ["-s", ko]
     doc, stderr = triage_json(*args, "--no-default-debug-info")
     lines = stderr.strip().splitlines()
-    refused = [l for l in lines if "lpd_victim.ko" in l]
+    refused = [line for line in lines if "lpd_victim.ko" in line]
     assert len(refused) == 1, stderr
     assert "refused" in refused[0] and wrong_id in refused[0] and right_id in refused[0]
-    assert not any("drgn" in l or "did not match" in l for l in lines), stderr
+    assert not any("drgn" in line or "did not match" in line for line in lines), stderr
     cov = doc["coverage"]
     assert cov["refused"] == [{"file": "lpd_victim.ko", "module": "lpd_victim",
                                "file_build_id": wrong_id, "loaded_build_id": right_id,
@@ -223,7 +223,9 @@ def test_withheld_module_debug_info_keeps_the_findings(name):
         if "findings" in module.used_by or "frames" in module.used_by:
             assert module.names_from == "kallsyms", module
     # ...and so are the frames: the same functions as with debug info.
-    frames = lambda r: [(t.pid, f.index, f.symbol, f.offset, f.module) for t in r.tasks for f in t.frames]
+    def frames(r):
+        return [(t.pid, f.index, f.symbol, f.offset, f.module) for t in r.tasks for f in t.frames]
+
     assert frames(bare) == frames(full)
     # What still could not be named (the fixture's vmcore lacks a module's kallsyms pages) is said,
     # as a typed diagnostic naming the module.
@@ -241,7 +243,7 @@ def test_withheld_debug_info_is_at_the_top_of_the_report_and_on_stderr():
     assert proc.stdout.startswith("Coverage\n")
     block = proc.stdout.split("\n\nKernel\n")[0]
     assert "4 loaded, 0 with debug info" in block
-    warned = [l for l in proc.stderr.splitlines() if "lpd_toc_crash" in l]
+    warned = [line for line in proc.stderr.splitlines() if "lpd_toc_crash" in line]
     assert len(warned) == 1 and "findings" in warned[0] and "kallsyms" in warned[0]
     assert "warning: " + warned[0].split("warning: ", 1)[1] in block
     assert "Findings (2)" in proc.stdout

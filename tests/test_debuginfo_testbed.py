@@ -121,11 +121,15 @@ def test_withheld_module_debug_info_changes_no_finding(name):
     assert cov.modules_without_debug_info == sorted(m.name for m in full.coverage.modules)
     assert all(m.names_from == "kallsyms" for m in cov.modules), cov.modules
     assert [d for d in bare.diagnostics if d.kind == DiagnosticKind.MISSING_DEBUG_INFO] == []
-    frames = lambda r: [(t.pid, f.index, f.pc, f.symbol, f.offset, f.module, f.toc_restore,
-                         f.toc_restored_before_pc, f.toc_slot) for t in r.tasks for f in t.frames]
+    def frames(r):
+        return [(t.pid, f.index, f.pc, f.symbol, f.offset, f.module, f.toc_restore,
+                 f.toc_restored_before_pc, f.toc_slot) for t in r.tasks for f in t.frames]
+
     assert frames(bare) == frames(full)
-    new_symbols = lambda r: [(f.name, f.new_symbol, f.new_module) for p in r.livepatch.patches
-                             for o in p.objects for f in o.funcs]
+    def new_symbols(r):
+        return [(f.name, f.new_symbol, f.new_module) for p in r.livepatch.patches
+                for o in p.objects for f in o.funcs]
+
     assert new_symbols(bare) == new_symbols(full)
     assert None not in [sym for _, sym, _ in new_symbols(bare)]
     # The names are the kernel's own: every module frame's function is in the guest's /proc/kallsyms
@@ -142,6 +146,7 @@ def test_withheld_module_debug_info_is_said_on_stderr_and_at_the_top():
     proc = run_cli("triage", "-c", s["vmcore"], "-s", s["vmlinux"], "--no-default-debug-info")
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.startswith("Coverage\n")
-    warned = [l for l in proc.stderr.splitlines() if "no debug info for module lpd_toc_crash" in l]
+    warned = [line for line in proc.stderr.splitlines()
+              if "no debug info for module lpd_toc_crash" in line]
     assert len(warned) == 1 and "findings" in warned[0]
     assert "Findings (2)" in proc.stdout
