@@ -118,7 +118,7 @@ class RefusedDebugFile:
 
     file: str  # file name (the decompressed one for .ko.xz/.gz/.zst)
     module: str  # the module it is for (its .modinfo name)
-    file_build_id: Optional[str]
+    file_build_id: Optional[str]  # the file's GNU build ID, lowercase hex
     loaded_build_id: Optional[str]  # of the loaded module; None when it is not loaded
     reason: str  # "build_id_mismatch" or "not_loaded"
 
@@ -132,13 +132,11 @@ class Coverage:
     vmlinux_found_by: Optional[str]  # "given" (-s) or "search" (drgn's search)
     modules: List[ModuleDebugInfo] = field(default_factory=list)  # every loaded module, by name
     modules_without_debug_info: List[str] = field(default_factory=list)  # sorted names
-    refused: List[RefusedDebugFile] = field(default_factory=list)
-    # pages the dump's filter (makedumpfile -d) excluded among those the report wanted
-    # (distinct pages of FILTERED diagnostics); None when the dump is not filtered or unknown
-    filtered_pages: Optional[int] = None
-    # stage -> number of diagnostics other than FILTERED and MISSING_DEBUG_INFO: the parts
-    # that could not be read or made sense of
-    unreadable: Dict[str, int] = field(default_factory=dict)
+    refused: List[RefusedDebugFile] = field(default_factory=list)  # module files not used
+    # (distinct pages of FILTERED diagnostics, None when none were met)
+    filtered_pages: Optional[int] = None  # pages the report wanted that the dump's filter excluded
+    # the parts that could not be read or made sense of
+    unreadable: Dict[str, int] = field(default_factory=dict)  # stage -> other diagnostics
     errors: List[str] = field(default_factory=list)  # why the module list itself was not seen
 
 

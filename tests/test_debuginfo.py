@@ -23,7 +23,7 @@ import sys
 
 import pytest
 
-from lpdebug import coverage, sample, target, triage
+from lpdebug import coverage, report, sample, target
 from lpdebug.model import DiagnosticKind
 
 pytestmark = pytest.mark.fixtures
@@ -49,12 +49,15 @@ def run_cli(*args, env=None):
 def without_coverage(doc):
     doc = dict(doc)
     doc.pop("coverage")
+    if doc.get("summary"):
+        doc["summary"] = {k: v for k, v in doc["summary"].items() if k != "coverage"}
     return doc
 
 
 def triage_json(*args, env=None):
     proc = run_cli("triage", "--json", "--all-records", *args, env=env)
-    assert proc.returncode in (0, 1), proc.stderr
+    # 3 (incomplete) too: a fixture holds only the pages an older lpdebug read.
+    assert proc.returncode in (0, 1, 3), proc.stderr
     return json.loads(proc.stdout), proc.stderr
 
 
@@ -198,7 +201,7 @@ def test_module_that_is_not_loaded_is_one_warning_line():
     for ko in p["modules"]:
         args += ["-s", ko]
     proc = run_cli("patches", *args, "--no-default-debug-info")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode in (0, 3), proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "lpd_toc_crash.ko" in lines[0] and "not loaded" in lines[0]
@@ -211,9 +214,9 @@ def _finding_key(f):
 @pytest.mark.parametrize("name", ["toc-crash", "toc-corrupt", "stuck"])
 def test_withheld_module_debug_info_keeps_the_findings(name):
     p = paths(name)
-    full = triage.triage(target.open_vmcore(p["vmcore"], [p["vmlinux"], *p["modules"]],
+    full = report.triage(target.open_vmcore(p["vmcore"], [p["vmlinux"], *p["modules"]],
                                             default_debug_info=False), all_records=True)
-    bare = triage.triage(target.open_vmcore(p["vmcore"], [p["vmlinux"]], default_debug_info=False),
+    bare = report.triage(target.open_vmcore(p["vmcore"], [p["vmlinux"]], default_debug_info=False),
                          all_records=True)
     assert sorted(map(_finding_key, bare.findings)) == sorted(map(_finding_key, full.findings))
     cov = bare.coverage
@@ -230,7 +233,8 @@ def test_withheld_module_debug_info_keeps_the_findings(name):
     # What still could not be named (the fixture's vmcore lacks a module's kallsyms pages) is said,
     # as a typed diagnostic naming the module.
     nameless = [m.name for m in cov.modules if m.names_from is None]
-    missing = [d for d in bare.diagnostics if d.kind == DiagnosticKind.MISSING_DEBUG_INFO]
+    missing = [d for d in bare.diagnostics
+               if d.kind == DiagnosticKind.MISSING_DEBUG_INFO and d.stage == "checks"]
     for module in nameless:
         assert any(module in d.message for d in missing), (module, missing)
     assert all(any(m in d.message for m in nameless) for d in missing)
@@ -240,8 +244,10 @@ def test_withheld_debug_info_is_at_the_top_of_the_report_and_on_stderr():
     p = paths("toc-crash")
     proc = run_cli("triage", "-c", p["vmcore"], "-s", p["vmlinux"], "--no-default-debug-info")
     assert proc.returncode in (1, 3), proc.stderr
-    assert proc.stdout.startswith("Coverage\n")
-    block = proc.stdout.split("\n\nKernel\n")[0]
+    # The coverage block follows the verdict (whose summary carries the coverage line).
+    assert "\nCoverage\n--------\n" in proc.stdout
+    block = proc.stdout.split("\nCoverage\n--------\n", 1)[1].split("\n\n\n")[0]
+    assert proc.stdout.index("\nCoverage\n") < proc.stdout.index("Findings (")
     assert "4 loaded, 0 with debug info" in block
     warned = [line for line in proc.stderr.splitlines() if "lpd_toc_crash" in line]
     assert len(warned) == 1 and "findings" in warned[0] and "kallsyms" in warned[0]
@@ -251,7 +257,7 @@ def test_withheld_debug_info_is_at_the_top_of_the_report_and_on_stderr():
 
 def test_coverage_line_and_block_name_every_missing_module():
     p = paths("toc-crash")
-    result = triage.triage(target.open_vmcore(p["vmcore"], [p["vmlinux"]], default_debug_info=False))
+    result = report.triage(target.open_vmcore(p["vmcore"], [p["vmlinux"]], default_debug_info=False))
     from lpdebug import render
 
     line = render.coverage_line(result.coverage)
