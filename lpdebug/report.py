@@ -228,8 +228,12 @@ def _coverage(prog: Any, result: TriageResult) -> None:
     # After every other stage and after the diagnostics are gathered: which
     # modules the findings, frames and livepatch state involve, what a module
     # without names left unchecked, and what the other stages could not read.
+    import drgn
+
     from . import coverage, debuginfo
 
+    if not isinstance(prog, drgn.Program):
+        return  # a stand-in for a program (the tests' fakes) has no modules to cover
     found = _guarded(result.diagnostics, "coverage", "debug info coverage",
                      lambda: debuginfo.coverage(prog), None)
     if found is None:
