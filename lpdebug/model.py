@@ -94,6 +94,52 @@ class Diagnostic:
     message: str  # one line for a person
 
 
+# --- coverage: what the report could see ------------------------------------
+
+
+@dataclass
+class ModuleDebugInfo:
+    """One loaded module: its build ID and where its debug info and names came from."""
+
+    name: str  # as the kernel names it (struct module.name)
+    build_id: Optional[str]  # of the loaded module (its notes in memory), lowercase hex
+    debug_file: Optional[str]  # file name of its debug info; None when it has none
+    found_by: Optional[str]  # "given" (-s), "search" (drgn's search: directories, debuginfod)
+    # where its function names come from: "debug_info", "kallsyms" (its own, in memory), None
+    names_from: Optional[str]
+    kallsyms_error: Optional[str] = None  # why its in-memory kallsyms could not be read
+    # what in the report involves it: "findings", "frames", "livepatch" (sorted)
+    used_by: List[str] = field(default_factory=list)
+
+
+@dataclass
+class RefusedDebugFile:
+    """A module file handed over that was not used."""
+
+    file: str  # file name (the decompressed one for .ko.xz/.gz/.zst)
+    module: str  # the module it is for (its .modinfo name)
+    file_build_id: Optional[str]  # the file's GNU build ID, lowercase hex
+    loaded_build_id: Optional[str]  # of the loaded module; None when it is not loaded
+    reason: str  # "build_id_mismatch" or "not_loaded"
+
+
+@dataclass
+class Coverage:
+    """How much of the kernel the report could see: debug info, filtered and unread parts."""
+
+    vmlinux_build_id: Optional[str]  # the target kernel's (VMCOREINFO or drgn's main module)
+    vmlinux_debug_file: Optional[str]  # file name of vmlinux's debug info
+    vmlinux_found_by: Optional[str]  # "given" (-s) or "search" (drgn's search)
+    modules: List[ModuleDebugInfo] = field(default_factory=list)  # every loaded module, by name
+    modules_without_debug_info: List[str] = field(default_factory=list)  # sorted names
+    refused: List[RefusedDebugFile] = field(default_factory=list)  # module files not used
+    # (distinct pages of FILTERED diagnostics, None when none were met)
+    filtered_pages: Optional[int] = None  # pages the report wanted that the dump's filter excluded
+    # the parts that could not be read or made sense of
+    unreadable: Dict[str, int] = field(default_factory=dict)  # stage -> other diagnostics
+    errors: List[str] = field(default_factory=list)  # why the module list itself was not seen
+
+
 # --- kernel -----------------------------------------------------------------
 
 
@@ -580,3 +626,4 @@ class TriageResult:
     summary: Optional[Summary] = None  # the verdict that opens the report
     kernel_log: Optional[KernelLog] = None  # the last lines of the kernel log buffer
     census: Optional[TaskCensus] = None  # how the tasks were found; None when not enumerated
+    coverage: Optional[Coverage] = None  # debug info, filtered and unread parts; None when unknown
