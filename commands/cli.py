@@ -48,10 +48,13 @@ installed) and in gdb (lp-<command>, after 'python import lpdebug.commands.gdb')
 
 _EPILOG = """\
 targets (give one, after the command):
-  -c VMCORE -s VMLINUX [-s MODULE.ko|DIR ...]
+  -c VMCORE [-s VMLINUX] [-s MODULE.ko|DIR ...] [--debug-directory DIR ...]
         a kernel core dump (/proc/vmcore as saved by kdump, ELF or
-        makedumpfile format) with the matching vmlinux; directories are
-        searched for vmlinux and *.ko
+        makedumpfile format); -s directories are searched recursively for
+        vmlinux and modules (.ko, .ko.debug, .ko.xz, .ko.gz, .ko.zst); what
+        -s does not give is searched for like drgn does: --debug-directory,
+        then /usr/lib/debug, /boot, /lib/modules/RELEASE and debuginfod
+        (--no-default-debug-info: -s and --debug-directory only)
   --qemu QMP_SOCKET -s VMLINUX [-s MODULE.ko|DIR ...] [--no-pause]
         a live QEMU ppc64 guest, through its QMP socket (no vmcoreinfo file
         needed: lpdebug finds the guest's VMCOREINFO itself). By default the
@@ -73,6 +76,8 @@ examples:
       try it on the bundled sample
   lpdebug triage -c vmcore -s vmlinux -s modules/
       full report as text: livepatch, ftrace, backtraces, findings
+  lpdebug triage -c vmcore --debug-directory ROOT/usr/lib/debug
+      the same, with a distribution's debug info package unpacked in ROOT
   lpdebug triage -c vmcore -s vmlinux --json > report.json
       the same as a JSON document (schema lpdebug.triage/2); every
       command takes --json
@@ -119,7 +124,16 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
                        help="the real ppc64le capture bundled with lpdebug, to try lpdebug "
                             "without a vmcore of your own")
     group.add_argument("-s", "--symbols", metavar="PATH", action="append", default=[],
-                       help="vmlinux, a module (.ko) or a directory holding them; repeatable")
+                       help="vmlinux, a module (.ko, .ko.debug, .ko.xz, .ko.gz, .ko.zst) or a "
+                            "directory searched recursively for them; repeatable")
+    group.add_argument("--debug-directory", metavar="DIR", action="append", default=[],
+                       dest="debug_directories",
+                       help="search DIR for debug info the way drgn searches /usr/lib/debug "
+                            "(by build ID, boot/vmlinux-RELEASE, lib/modules/RELEASE/...); "
+                            "repeatable, searched before the standard places")
+    group.add_argument("--no-default-debug-info", action="store_true",
+                       help="do not search drgn's standard places (/usr/lib/debug, /boot, "
+                            "/lib/modules/RELEASE, debuginfod): only -s and --debug-directory")
     group.add_argument("--no-pause", action="store_true",
                        help="with --qemu: read the guest while it runs instead of pausing it "
                             "(parts that change while read are marked, not checked)")
@@ -176,17 +190,21 @@ def open_target(args: argparse.Namespace, session: Optional[contextlib.ExitStack
         from lpdebug import sample
 
         return sample.open_sample()
+    default = not args.no_default_debug_info
     if args.core:
-        return target.open_vmcore(args.core, args.symbols,
-                                  default_debug_info=not args.symbols)
+        return target.open_vmcore(args.core, args.symbols, default_debug_info=default,
+                                  debug_directories=args.debug_directories)
     if args.qemu:
         if not args.symbols or not os.path.isfile(args.symbols[0]):
             raise UsageError("--qemu needs -s VMLINUX (the guest kernel's vmlinux file) first")
         if session is None:
-            return target.open_qemu(args.qemu, args.symbols[0], args.symbols[1:])
+            return target.open_qemu(args.qemu, args.symbols[0], args.symbols[1:],
+                                    debug_directories=args.debug_directories)
         return session.enter_context(target.qemu_session(
-            args.qemu, args.symbols[0], args.symbols[1:], pause=not args.no_pause))
-    return target.open_running_kernel(args.symbols)
+            args.qemu, args.symbols[0], args.symbols[1:], pause=not args.no_pause,
+            debug_directories=args.debug_directories))
+    return target.open_running_kernel(args.symbols, default_debug_info=default,
+                                      debug_directories=args.debug_directories)
 
 
 def _one_line(e: BaseException) -> str:
@@ -278,6 +296,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         bar.close()
         return _fail("interrupted")
     bar.close()
+    for warning in output.warnings:
+        sys.stderr.write(f"{PROG}: warning: {_one_line(Exception(warning))}\n")
     sys.stdout.write(output.text + "\n")
     sys.stdout.flush()
     return output.status

@@ -94,6 +94,8 @@ class Output:
     status: int = 0
     findings: List[Any] = field(default_factory=list)  # lpdebug.model.Finding
     result: Optional[Any] = None  # the TriageResult behind triage and toc, when there is one
+    # one line each, for stderr: what the output rests on that is missing
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def exit_status(self) -> int:
@@ -116,6 +118,24 @@ class Output:
     def __repr__(self) -> str:
         return (f"<lpdebug command output: {len(self.findings)} finding(s), "
                 f"exit status {self.status}, {len(self.text.splitlines())} lines>")
+
+
+def _coverage_warnings(result: Any) -> List[str]:
+    from lpdebug import coverage
+
+    return coverage.warnings(result.coverage) if result.coverage is not None else []
+
+
+def _missing_debug_info(prog: Any, **used: Any) -> List[str]:
+    """Warnings for the modules without debug info that what a command shows involves."""
+    from lpdebug import coverage, debuginfo
+
+    try:
+        found = debuginfo.coverage(prog)
+    except Exception:  # noqa: BLE001 (a warning must not cost the command)
+        return []
+    coverage.mark_usage(found, **used)
+    return coverage.warnings(found)
 
 
 Progress = Callable[[str, int, int], None]
@@ -322,9 +342,10 @@ def _run_patches(prog: Any, args: argparse.Namespace, progress: Optional[Progres
 
     state = livepatch.livepatch_state(prog)
     status = _status(0, len(state.diagnostics))
+    warnings = _missing_debug_info(prog, livepatch=state)
     if args.json:
-        return Output(_json_document("patches", livepatch=state), status)
-    return Output(render.render_livepatch(state, _describe(prog)), status)
+        return Output(_json_document("patches", livepatch=state), status, warnings=warnings)
+    return Output(render.render_livepatch(state, _describe(prog)), status, warnings=warnings)
 
 
 def _run_ops(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
@@ -408,11 +429,13 @@ def _run_bt(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -
     from lpdebug import render
 
     traces, moved = _traces(prog, bt_tasks(prog, args))
+    warnings = _missing_debug_info(prog, tasks=traces)
     if args.json:
-        return Output(_json_document("bt", tasks=traces), _traces_status(traces, moved))
+        return Output(_json_document("bt", tasks=traces), _traces_status(traces, moved),
+                      warnings=warnings)
     describe = _describe(prog)
     text = "\n\n".join(render.render_backtrace(t, describe) for t in traces)
-    return Output(_with_diagnostics(text, moved), _traces_status(traces, moved))
+    return Output(_with_diagnostics(text, moved), _traces_status(traces, moved), warnings=warnings)
 
 
 def _toc_owner(prog: Any) -> Optional[Callable[[int], Optional[str]]]:
@@ -428,11 +451,13 @@ def _run_stacks(prog: Any, args: argparse.Namespace, progress: Optional[Progress
     from lpdebug import render
 
     traces, moved = _traces(prog, find_tasks(prog, args.task))
+    warnings = _missing_debug_info(prog, tasks=traces)
     if args.json:
-        return Output(_json_document("stacks", tasks=traces), _traces_status(traces, moved))
+        return Output(_json_document("stacks", tasks=traces), _traces_status(traces, moved),
+                      warnings=warnings)
     describe, owner = _describe(prog), _toc_owner(prog)
     text = "\n\n".join(render.render_shadow_stacks(t, describe, owner) for t in traces)
-    return Output(_with_diagnostics(text, moved), _traces_status(traces, moved))
+    return Output(_with_diagnostics(text, moved), _traces_status(traces, moved), warnings=warnings)
 
 
 def _run_toc(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
@@ -449,7 +474,8 @@ def _run_toc(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) 
         "Module TOCs\n-----------\n" + render.render_tocs(result.tocs, diagnostics=False),
         "Findings\n--------\n" + render.render_findings(result.findings),
     ) if p)
-    return Output(text, report.exit_status(result), result.findings, result)
+    return Output(text, report.exit_status(result), result.findings, result,
+                  warnings=_coverage_warnings(result))
 
 
 def _run_triage(prog: Any, args: argparse.Namespace, progress: Optional[Progress]) -> Output:
@@ -460,7 +486,8 @@ def _run_triage(prog: Any, args: argparse.Namespace, progress: Optional[Progress
         text = schema.dumps(result).rstrip("\n")
     else:
         text = render.render_triage(result, _describe(prog), all_tasks=args.all_tasks).rstrip("\n")
-    return Output(text, report.exit_status(result), result.findings, result)
+    return Output(text, report.exit_status(result), result.findings, result,
+                  warnings=_coverage_warnings(result))
 
 
 _TASK_ARG = arg("task", metavar="PID|TASK",

@@ -63,6 +63,21 @@ def _wants_help(words: Sequence[str]) -> bool:
     return False
 
 
+def _name_modules_without_debug_info(prog: Any) -> None:
+    # drgn's REPL loaded the debug info itself: serve the kallsyms of modules
+    # it found none for, as lpdebug's own targets do (once per program).
+    from lpdebug import debuginfo
+
+    if not debuginfo.has_module_kallsyms(prog):
+        try:
+            debuginfo.use_module_kallsyms(prog)
+        except Exception as e:  # noqa: BLE001 (names are a nicety; the command still runs)
+            _log.warning("lpdebug: module kallsyms could not be read: %s", e)
+        from lpdebug import kernel
+
+        kernel.invalidate(prog)
+
+
 def _make_command(spec: Spec) -> None:
     from drgn.commands import (
         CommandError,
@@ -81,6 +96,7 @@ def _make_command(spec: Spec) -> None:
             print(parser.format_help().split("\n", 1)[1].lstrip("\n").rstrip())
             return None
         args = parser.parse_args(list(words))
+        _name_modules_without_debug_info(prog)
         bar = ProgressBar(sys.stderr)
         try:
             output = spec.run(prog, args, bar)
@@ -88,6 +104,8 @@ def _make_command(spec: Spec) -> None:
             raise CommandError(f"{name}: {e}") from None
         finally:
             bar.close()
+        for warning in output.warnings:
+            print(f"{name}: warning: {warning}", file=sys.stderr)
         print(output.text)
         # run_command() returns it: .findings, .exit_status, .text
         return output

@@ -246,6 +246,8 @@ class LpCommand(gdb.Command):
             raise gdb.GdbError(f"{self.name}: {e}") from None
         except Exception as e:  # noqa: BLE001 (gdb shows one line, like every gdb error)
             raise gdb.GdbError(f"{self.name}: {type(e).__name__}: {e}") from None
+        for warning in output.warnings:
+            gdb.write(f"{self.name}: warning: {warning}\n", gdb.STDERR)
         _deliver(self.name, output.text + "\n", parsed.redirections, parsed.pipeline)
         gdb.set_convenience_variable("lp_status", output.status)
 
@@ -279,7 +281,8 @@ def _deliver(name: str, text: str, redirections: Any, pipeline: Any) -> None:
 class LpSymbolsCommand(gdb.Command):
     """Add module debug info for the lp-* commands: lp-symbols PATH...
 
-PATH is a module (.ko) or a directory searched for them. Modules loaded in
+PATH is a module (.ko, .ko.debug, .ko.xz, .ko.gz, .ko.zst) or a directory
+searched recursively for them. Modules loaded in
 gdb with add-symbol-file are used without this."""
 
     def __init__(self) -> None:

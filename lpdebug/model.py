@@ -94,6 +94,52 @@ class Diagnostic:
     message: str  # one line for a person
 
 
+# --- coverage: what the report could see ------------------------------------
+
+
+@dataclass
+class ModuleDebugInfo:
+    """One loaded module: its build ID and where its debug info and names came from."""
+
+    name: str  # as the kernel names it (struct module.name)
+    build_id: Optional[str]  # of the loaded module (its notes in memory), lowercase hex
+    debug_file: Optional[str]  # file name of its debug info; None when it has none
+    found_by: Optional[str]  # "given" (-s), "search" (drgn's search: directories, debuginfod)
+    # where its function names come from: "debug_info", "kallsyms" (its own, in memory), None
+    names_from: Optional[str]
+    kallsyms_error: Optional[str] = None  # why its in-memory kallsyms could not be read
+    # what in the report involves it: "findings", "frames", "livepatch" (sorted)
+    used_by: List[str] = field(default_factory=list)
+
+
+@dataclass
+class RefusedDebugFile:
+    """A module file handed over that was not used."""
+
+    file: str  # file name (the decompressed one for .ko.xz/.gz/.zst)
+    module: str  # the module it is for (its .modinfo name)
+    file_build_id: Optional[str]  # the file's GNU build ID, lowercase hex
+    loaded_build_id: Optional[str]  # of the loaded module; None when it is not loaded
+    reason: str  # "build_id_mismatch" or "not_loaded"
+
+
+@dataclass
+class Coverage:
+    """How much of the kernel the report could see: debug info, filtered and unread parts."""
+
+    vmlinux_build_id: Optional[str]  # the target kernel's (VMCOREINFO or drgn's main module)
+    vmlinux_debug_file: Optional[str]  # file name of vmlinux's debug info
+    vmlinux_found_by: Optional[str]  # "given" (-s) or "search" (drgn's search)
+    modules: List[ModuleDebugInfo] = field(default_factory=list)  # every loaded module, by name
+    modules_without_debug_info: List[str] = field(default_factory=list)  # sorted names
+    refused: List[RefusedDebugFile] = field(default_factory=list)  # module files not used
+    # (distinct pages of FILTERED diagnostics, None when none were met)
+    filtered_pages: Optional[int] = None  # pages the report wanted that the dump's filter excluded
+    # the parts that could not be read or made sense of
+    unreadable: Dict[str, int] = field(default_factory=dict)  # stage -> other diagnostics
+    errors: List[str] = field(default_factory=list)  # why the module list itself was not seen
+
+
 # --- kernel -----------------------------------------------------------------
 
 
@@ -489,6 +535,7 @@ FINDING_KINDS = (
     "ret_stack_inconsistent",
     "unreadable_memory",
     "toc_prologue_mismatch",
+    "transition_blocked",
 )
 
 
@@ -525,8 +572,8 @@ class KernelLog:
 
 @dataclass
 class CrashedTask:
-    pid: int
-    comm: str
+    pid: int  # of the task that was running on the crashed CPU
+    comm: str  # its command name
     cpu: Optional[int]  # the CPU it crashed on
     address: int  # of its task_struct
     top_frames: List[str] = field(default_factory=list)  # its true backtrace's innermost frames
@@ -534,9 +581,9 @@ class CrashedTask:
 
 @dataclass
 class FindingCount:
-    kind: str
-    severity: str
-    count: int
+    kind: str  # a finding kind (see Finding.kind)
+    severity: str  # "error", "warning" or "info"
+    count: int  # findings of that kind and severity
 
 
 @dataclass
@@ -547,9 +594,9 @@ class Summary:
     crash_message: Optional[str]  # the oops/panic line from the kernel log
     crash_lines: List[str] = field(default_factory=list)  # the lines after it in the log
     panic_message: Optional[str] = None  # "Kernel panic - not syncing: ...", when logged
-    crashed_task: Optional[CrashedTask] = None
+    crashed_task: Optional[CrashedTask] = None  # the task on the crashed CPU; None when not crashed
     livepatches: int = 0  # klp_patch objects the kernel holds
-    livepatches_enabled: int = 0
+    livepatches_enabled: int = 0  # of those, the enabled ones
     transition: Optional[str] = None  # name of the patch in transition, None when idle
     transition_target: Optional[str] = None  # "patched" or "unpatched"
     transition_blocking: int = 0  # tasks not yet in the target state
@@ -582,3 +629,4 @@ class TriageResult:
     summary: Optional[Summary] = None  # the verdict that opens the report
     kernel_log: Optional[KernelLog] = None  # the last lines of the kernel log buffer
     census: Optional[TaskCensus] = None  # how the tasks were found; None when not enumerated
+    coverage: Optional[Coverage] = None  # debug info, filtered and unread parts; None when unknown

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 from tabulate import tabulate
 
 from .model import (
+    Coverage,
     Diagnostic,
     FgraphEntry,
     Finding,
@@ -38,6 +39,8 @@ from .notable import notable_records
 
 __all__ = (
     "hex_or_dash",
+    "coverage_line",
+    "render_coverage",
     "render_kernel",
     "render_livepatch",
     "render_transition",
@@ -146,6 +149,77 @@ def render_census(census: Optional[TaskCensus]) -> str:
     if len(census.missed) > len(telling):
         lines.append(f"  {len(census.missed) - len(telling)} task(s) not found by a source that broke off")
     return _section("Tasks", "\n".join(lines))
+
+
+# --- coverage -----------------------------------------------------------------
+
+
+def _found_by(how: Optional[str]) -> str:
+    return {"given": "given with -s", "search": "found by the debug info search"}.get(how or "", "")
+
+
+def coverage_line(c: Coverage) -> str:
+    """One line: vmlinux's debug info, modules with debug info, filtered and unread parts."""
+    with_info = len(c.modules) - len(c.modules_without_debug_info)
+    parts = [f"vmlinux {'debug info ' + c.vmlinux_debug_file if c.vmlinux_debug_file else 'without debug info'}",
+             f"{with_info} of {len(c.modules)} modules with debug info"]
+    if c.modules_without_debug_info:
+        kallsyms = [m.name for m in c.modules if m.debug_file is None and m.names_from == "kallsyms"]
+        nameless = [m.name for m in c.modules if m.names_from is None]
+        missing = "missing: " + ", ".join(c.modules_without_debug_info)
+        if kallsyms and not nameless:
+            missing += ", named from kallsyms"
+        elif nameless:
+            missing += "; unnamed: " + ", ".join(nameless)
+        parts[-1] += f" ({missing})"
+    if c.refused:
+        parts.append(f"{len(c.refused)} file(s) refused")
+    if c.filtered_pages is not None:
+        parts.append(f"{c.filtered_pages} page(s) excluded by the dump filter")
+    unread = sum(c.unreadable.values())
+    parts.append(f"{unread} part(s) not read" if unread else "everything read")
+    return "Coverage: " + "; ".join(parts)
+
+
+def render_coverage(c: Coverage) -> str:
+    """
+    The coverage block: vmlinux's build ID and debug info, the modules loaded
+    against those with debug info (each missing one by name), refused files,
+    pages the dump filter excluded, parts not read, and a warning for each
+    module without debug info that the report involves.
+    """
+    from .coverage import warnings
+
+    with_info = len(c.modules) - len(c.modules_without_debug_info)
+    vmlinux = f"build ID {c.vmlinux_build_id or 'unknown'}, "
+    vmlinux += (f"debug info {c.vmlinux_debug_file} ({_found_by(c.vmlinux_found_by)})"
+                if c.vmlinux_debug_file else "no debug info")
+    rows = [("vmlinux", vmlinux),
+            ("modules", f"{len(c.modules)} loaded, {with_info} with debug info")]
+    if c.filtered_pages is not None:
+        rows.append(("filtered", f"{c.filtered_pages} page(s) the report wanted were excluded "
+                                 "by the dump's filter"))
+    unread = ", ".join(f"{stage} ({n})" for stage, n in c.unreadable.items())
+    rows.append(("not read", unread or "nothing"))
+    out = [tabulate(rows, tablefmt="plain", disable_numparse=True)]
+    missing = [m for m in c.modules if m.debug_file is None]
+    if missing:
+        names = {"kallsyms": "its kallsyms in memory", None: "none (kallsyms unreadable)"}
+        table = _table(
+            [(m.name, m.build_id or "-", names.get(m.names_from, m.names_from),
+              ", ".join(m.used_by) or "-") for m in missing],
+            ("module without debug info", "build ID", "names from", "used by the report"))
+        out.append(table)
+    if c.refused:
+        out.append(_table(
+            [(r.file, r.module, r.file_build_id or "-", r.loaded_build_id or "-",
+              "build ID differs" if r.reason == "build_id_mismatch" else "module not loaded")
+             for r in c.refused],
+            ("refused file", "module", "its build ID", "loaded module's build ID", "why")))
+    notes = [f"warning: {line}" for line in warnings(c)] + [f"error: {e}" for e in c.errors]
+    if notes:
+        out.append("\n".join(notes))
+    return "\n\n".join(out)
 
 
 # --- kernel -------------------------------------------------------------------
@@ -552,6 +626,8 @@ def render_triage(result: TriageResult, describe: Optional[Describe] = None, *,
     out = [head + "\n"]
     if result.summary is not None:
         out.append(_section("Summary", render_summary(result.summary, result.kernel)))
+    if result.coverage is not None:
+        out.append(_section("Coverage", render_coverage(result.coverage)))
     out.append(render_diagnostics(diagnostics))
     out.append(_section(f"Findings ({len(result.findings)})", render_findings(result.findings)))
 

@@ -297,6 +297,26 @@ def _gather(result: TriageResult, stage_diagnostics: Sequence[Diagnostic]) -> No
     result.diagnostics = list(all_diagnostics(result))
 
 
+def _coverage(prog: Any, result: TriageResult) -> None:
+    # After every other stage and after the diagnostics are gathered: which
+    # modules the findings, frames and livepatch state involve, what a module
+    # without names left unchecked, and what the other stages could not read.
+    import drgn
+
+    from . import coverage, debuginfo
+
+    if not isinstance(prog, drgn.Program):
+        return  # a stand-in for a program (the tests' fakes) has no modules to cover
+    found = _guarded(result.diagnostics, "coverage", "debug info coverage",
+                     lambda: debuginfo.coverage(prog), None)
+    if found is None:
+        return
+    coverage.mark_usage(found, result)
+    result.diagnostics.extend(coverage.missing_debug_info_diagnostics(found, result))
+    coverage.count_diagnostics(found, result)
+    result.coverage = found
+
+
 def toc_check(prog: Any, *, progress: Optional[Progress] = None) -> TriageResult:
     """
     The TOC part of :func:`triage` alone: module TOCs, every task's trace and
@@ -313,6 +333,7 @@ def toc_check(prog: Any, *, progress: Optional[Progress] = None) -> TriageResult
     result.tocs = tocs
     result.findings = _findings(prog, result, tocs, diagnostics)
     _gather(result, diagnostics)
+    _coverage(prog, result)
     return result
 
 
@@ -369,6 +390,7 @@ def triage(prog: Any, *, all_records: bool = False,
     log_lines = _kernel_log_lines(prog, result, diagnostics)
     diagnostics.extend(filtered_diagnostics(prog, filtered_marks))
     _gather(result, diagnostics)
+    _coverage(prog, result)
     result.summary = summarize(result, log_lines)
     return result
 

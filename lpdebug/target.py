@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
-from . import dumpfile, hash_mmu, kernel, live, qmp
+from . import debuginfo, dumpfile, hash_mmu, kernel, live, qmp
 from .errors import BuildIdMismatch, DebugInfoError, ModuleListUnreadable, TargetError
 
 __all__ = (
@@ -56,99 +56,25 @@ def _warn(prog: drgn.Program, message: str) -> None:
 # --- ELF files --------------------------------------------------------------
 
 
-def _elf(path: str):  # type: ignore[no-untyped-def]
-    from elftools.elf.elffile import ELFFile
-
-    f = open(path, "rb")
-    try:
-        return ELFFile(f)
-    except BaseException:
-        f.close()
-        raise
-
-
-# What pyelftools raises on a truncated or garbled file: its own ELFError
-# (ELFParseError included), and struct/construct errors from the raw reads.
-def _elf_parse_errors() -> tuple:
-    from elftools.common.exceptions import ELFError
-
-    return (ELFError, OSError, ValueError, EOFError, IndexError, KeyError, AssertionError,
-            UnicodeDecodeError) + _construct_errors()
-
-
-def _construct_errors() -> tuple:
-    try:
-        from elftools.construct.core import ConstructError
-
-        return (ConstructError,)
-    except ImportError:  # pragma: no cover (pyelftools without its bundled construct)
-        return ()
-
-
-def _damaged_elf(path: str, what: str, e: BaseException) -> DebugInfoError:
-    detail = " ".join(str(e).split()) or type(e).__name__
-    return DebugInfoError(
-        f"{path}: not a valid ELF {what} ({detail}): the file is truncated or damaged;"
-        " give an intact copy of it"
-    )
-
-
-def file_build_id(path: str) -> Optional[str]:
-    """GNU build ID of an ELF file as lowercase hex, None when it has none."""
-    try:
-        elf = _elf(path)
-    except _elf_parse_errors() as e:
-        raise _damaged_elf(path, "file", e) from e
-    try:
-        for section in elf.iter_sections():
-            if section.header["sh_type"] != "SHT_NOTE":
-                continue
-            for note in section.iter_notes():
-                if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
-                    desc = note["n_desc"]
-                    return desc.lower() if isinstance(desc, str) else bytes(desc).hex()
-    except _elf_parse_errors() as e:
-        raise _damaged_elf(path, "file", e) from e
-    finally:
-        elf.stream.close()
-    return None
-
-
-def _is_vmlinux(path: str) -> bool:
-    # Modules are relocatable objects; vmlinux is ET_EXEC, or ET_DYN when the
-    # kernel is built relocatable (the ppc64 default).
-    try:
-        elf = _elf(path)
-    except _elf_parse_errors():
-        # Not ELF at all, or too damaged to tell: drgn's loader names the
-        # file; a module-like name says which it was meant to be.
-        return not path.endswith((".ko", ".ko.debug"))
-    try:
-        return elf.header["e_type"] != "ET_REL"
-    finally:
-        elf.stream.close()
+file_build_id = debuginfo.file_build_id
+_is_vmlinux = debuginfo.is_vmlinux
+_elf = debuginfo.elf_file
+_elf_parse_errors = debuginfo.elf_parse_errors
+_damaged_elf = debuginfo.damaged_elf
 
 
 def debug_info_files(paths: Iterable[str]) -> List[str]:
-    """Expand ``paths``: files as they are, directories searched for vmlinux and ``*.ko``."""
-    files: List[str] = []
-    for path in paths:
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            for root, dirs, names in os.walk(path):
-                dirs.sort()
-                for name in sorted(names):
-                    if (
-                        name in ("vmlinux", "vmlinux.debug")
-                        or name.startswith("vmlinux-")
-                        or name.endswith((".ko", ".ko.debug"))
-                    ):
-                        files.append(os.path.join(root, name))
-        elif os.path.exists(path):
-            files.append(path)
-        else:
-            raise DebugInfoError(f"{path}: no such file or directory")
-    return files
+    """
+    Expand ``paths``: files as they are, directories searched recursively for
+    vmlinux and kernel modules (``.ko``, ``.ko.debug``, ``.ko.xz``, ``.ko.gz``,
+    ``.ko.zst``); compressed files are decompressed into lpdebug's cache.
+    """
+    return [debuginfo.decompressed(c.path) for c in debuginfo.expand_paths(paths)]
+
+
+def _fits(prog: drgn.Program, vmlinux: str) -> bool:
+    expected = kernel.build_id(prog)
+    return expected is None or file_build_id(vmlinux) in (None, expected)
 
 
 def check_build_id(prog: drgn.Program, vmlinux: str) -> None:
@@ -181,51 +107,84 @@ def check_build_id(prog: drgn.Program, vmlinux: str) -> None:
 
 
 def load_debug_info(
-    prog: drgn.Program, paths: Sequence[str] = (), *, default: bool = False
+    prog: drgn.Program, paths: Sequence[str] = (), *, default: bool = False,
+    directories: Sequence[str] = (),
 ) -> List[str]:
     """
     Load debug info from ``paths`` (files, or directories searched for vmlinux
-    and ``*.ko``), and with ``default`` also from drgn's standard places.
+    and kernel modules, compressed or not), then let drgn search for the rest:
+    in ``directories`` (laid out like ``/usr/lib/debug``) and, with
+    ``default``, in drgn's standard places (``/usr/lib/debug``, ``/boot``,
+    ``/lib/modules/RELEASE``, debuginfod where configured).
 
-    Every vmlinux among the files is checked against the target's build ID
-    first. Raises :class:`DebugInfoError` when vmlinux's debug info is still
-    missing afterwards; modules without debug info only give warnings, which
-    are returned (and kept in :func:`target_warnings`).
+    Every vmlinux named by the user is checked against the target's build ID
+    first (one found in a directory that is another kernel's is passed over).
+    Each module file goes to the loaded module of its name only if the build
+    IDs agree; otherwise it is refused, naming both IDs. Raises
+    :class:`DebugInfoError` when vmlinux's debug info is still missing
+    afterwards. Modules left without debug info are named from their own
+    kallsyms in memory. Problems that do not stop the target (a refused file,
+    a file for a module that is not loaded) are returned, one line each, and
+    kept in :func:`target_warnings`.
     """
-    files = debug_info_files(paths)
-    vmlinux_files = [path for path in files if _is_vmlinux(path)]
-    module_files = [path for path in files if path not in vmlinux_files]
-    for path in vmlinux_files:
-        check_build_id(prog, path)
+    vmlinux_files: List[str] = []
+    module_files: List[debuginfo.Candidate] = []
+    for candidate in debuginfo.expand_paths(paths):
+        # In a directory a module is known by its file name; a file named
+        # by the user is whatever its ELF header says.
+        if candidate.is_module_name:
+            module_files.append(candidate)
+            continue
+        path = debuginfo.decompressed(candidate.path)
+        if _is_vmlinux(path):
+            if not candidate.given and not _fits(prog, path):
+                continue  # another kernel's vmlinux in the same directory
+            vmlinux_files.append(path)
+        elif candidate.given:
+            module_files.append(candidate)
+    debuginfo.note_given(prog, vmlinux_files)
+    search = debuginfo.configure_search(prog, default=default, directories=directories)
     warnings: List[str] = []
-    # vmlinux first: on a hash-MMU kernel drgn can only find the loaded
-    # modules (struct module lives in vmalloc space) once the hash-MMU
-    # segments, which need vmlinux's types, are in place.
-    _load(prog, vmlinux_files, default=False, main=bool(vmlinux_files) or default, warnings=warnings)
-    kernel.invalidate(prog)
-    if not kernel.has_type(prog, "struct task_struct"):
-        if default and not vmlinux_files:
-            _load(prog, [], default=True, main=True, warnings=warnings)
+    with debuginfo.quiet_drgn_log() as drgn_log:
+        for path in vmlinux_files:
+            check_build_id(prog, path)
+        # vmlinux first: on a hash-MMU kernel drgn can only find the loaded
+        # modules (struct module lives in vmalloc space) once the hash-MMU
+        # segments, which need vmlinux's types, are in place.
+        if not kernel.has_type(prog, "struct task_struct"):
+            _load(prog, vmlinux_files, default=False, main=True)
             kernel.invalidate(prog)
         if not kernel.has_type(prog, "struct task_struct"):
             bid = kernel.build_id(prog)
+            where = (" (searched " + ", ".join(prog.debug_info_options.directories) + ")"
+                     if search else "")
             raise DebugInfoError(
                 "no debug info for the target's vmlinux"
-                + (f" (build ID {bid})" if bid else "")
+                + (f" (build ID {bid})" if bid else "") + where
                 + ": give the matching vmlinux (a file or a directory that holds it)"
             )
-    _add_hash_mmu_segments(prog, warnings)
-    if kernel.is_ppc64(prog) and kernel.mmu(prog) is None:
-        warnings.append(
-            "the MMU type is unknown (VMCOREINFO has no NUMBER(RADIX_MMU) and the debug info has no "
-            "cur_cpu_spec): module and vmalloc memory cannot be read; give the vmlinux with its full "
-            "debug info"
-        )
-    if module_files or default:
+        _add_hash_mmu_segments(prog, warnings)
+        if kernel.is_ppc64(prog) and kernel.mmu(prog) is None:
+            warnings.append(
+                "the MMU type is unknown (VMCOREINFO has no NUMBER(RADIX_MMU) and the debug info has no "
+                "cur_cpu_spec): module and vmalloc memory cannot be read; give the vmlinux with its full "
+                "debug info"
+            )
+        # Before any module file is tried: its __init sections must be found.
         _unrename_module_init_sections(prog)
-        _load(prog, module_files, default=default, main=False, warnings=warnings)
+        # Module files are matched to loaded modules here, by name and build
+        # ID, so a wrong one is refused by name and an unused one is said
+        # once (drgn would only log that it matched nothing).
+        warnings.extend(debuginfo.attach_module_files(prog, module_files))
+        if search:
+            _load(prog, [], default=True, main=False)
         kernel.invalidate(prog)
-    warnings.extend(_unmatched_module_files(prog, module_files))
+        try:
+            debuginfo.use_module_kallsyms(prog)
+        except (ValueError, LookupError, drgn.FaultError, NotImplementedError) as e:
+            warnings.append(f"module kallsyms could not be read: {e}")
+        kernel.invalidate(prog)
+    warnings.extend(debuginfo.drgn_log_warnings(drgn_log))
     target_warnings(prog).extend(warnings)
     return warnings
 
@@ -261,7 +220,9 @@ def _unrename_module_init_sections(prog: drgn.Program) -> None:
 _MODULE_LIST_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
-def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool, warnings: List[str]) -> None:
+def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool) -> None:
+    # A MissingDebugInfoError only says that something is still missing:
+    # what is missing is read from the modules afterwards (lpdebug.debuginfo.coverage).
     # drgn walks the kernel's module list to place module debug info. A module
     # being loaded (MODULE_STATE_UNFORMED) or freed under the walk makes
     # drgn 0.3.0 fail, even with MemoryError. On a kernel that runs while it
@@ -276,68 +237,27 @@ def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool, wa
         try:
             prog.load_debug_info(files, default=default, main=main)
             return
-        except drgn.MissingDebugInfoError as e:
-            warnings.append(f"missing debug info: {e}")
+        except drgn.MissingDebugInfoError:
             return
         except torn as e:
             failure = e
             continue
         except Exception as e:  # noqa: BLE001 (libelf/libdw failures are plain Exceptions)
-            _load_failed(prog, files, e, main=main, warnings=warnings)
+            detail = " ".join(str(e).split())
+            if main:
+                what = files[0] if len(files) == 1 else "the debug info"
+                raise DebugInfoError(
+                    f"{what}: could not load debug info ({detail}): the file is "
+                    "truncated, damaged or not the target's; give an intact, matching copy"
+                ) from e
+            # The search found a file it could not load: the modules left without
+            # debug info are named from kallsyms and counted in the coverage.
+            target_warnings(prog).append(f"the debug info search stopped: {detail}")
             return
     raise ModuleListUnreadable(
         f"could not load debug info: drgn could not walk the kernel's module list "
         f"({type(failure).__name__}{': ' + str(failure) if str(failure).strip() else ''}; "
         "a module being loaded or unloaded?)") from failure
-
-
-def _load_failed(prog: drgn.Program, files: List[str], e: Exception, *, main: bool,
-                 warnings: List[str]) -> None:
-    if main:
-        what = files[0] if len(files) == 1 else "the debug info"
-        raise DebugInfoError(
-            f"{what}: could not load debug info ({' '.join(str(e).split())}): the file is "
-            "truncated, damaged or not the target's; give an intact, matching copy"
-        ) from e
-    # One damaged module must not cost the others: load them one by one.
-    for path in files:
-        try:
-            prog.load_debug_info([path], default=False, main=False)
-        except drgn.MissingDebugInfoError as e2:
-            warnings.append(f"missing debug info: {e2}")
-        except Exception as e2:  # noqa: BLE001
-            warnings.append(f"{path}: skipped, its debug info cannot be loaded "
-                            f"({' '.join(str(e2).split())}): the file is truncated or damaged;"
-                            " give an intact copy of it")
-
-
-def _module_name_of_file(path: str) -> str:
-    name = os.path.basename(path)
-    for suffix in (".debug", ".ko"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return name.replace("-", "_")
-
-
-def _unmatched_module_files(prog: drgn.Program, module_files: List[str]) -> List[str]:
-    """Warnings for module files whose debug info did not attach to a loaded module."""
-    if not module_files:
-        return []
-    with_debug_info = set()
-    try:
-        for module in prog.modules():
-            if isinstance(module, drgn.RelocatableModule) and (
-                module.debug_file_status == drgn.ModuleFileStatus.HAVE
-            ):
-                with_debug_info.add(module.name)
-    except (ValueError, drgn.FaultError):
-        return []
-    return [
-        f"{path}: not used (module {_module_name_of_file(path)} is not loaded in the target,"
-        " or its loaded modules could not be listed)"
-        for path in module_files
-        if _module_name_of_file(path) not in with_debug_info
-    ]
 
 
 def _add_hash_mmu_segments(prog: drgn.Program, warnings: List[str]) -> None:
@@ -360,7 +280,8 @@ def _require_kernel(prog: drgn.Program, what: str) -> None:
 
 
 def open_vmcore(
-    path: str, debug_info: Sequence[str] = (), *, default_debug_info: bool = True
+    path: str, debug_info: Sequence[str] = (), *, default_debug_info: bool = True,
+    debug_directories: Sequence[str] = (),
 ) -> drgn.Program:
     """
     A Program on a kernel core dump: ELF (``/proc/vmcore``, ``makedumpfile
@@ -393,7 +314,7 @@ def open_vmcore(
         if dump.format == "flattened":
             _warn(prog, f"{path}: makedumpfile's flattened format: lpdebug leaves reading it to drgn"
                   " and cannot tell the pages its filter excluded (`makedumpfile -R` converts it)")
-    load_debug_info(prog, debug_info, default=default_debug_info)
+    load_debug_info(prog, debug_info, default=default_debug_info, directories=debug_directories)
     return prog
 
 
@@ -436,7 +357,8 @@ def _core_problem(path: str, e: BaseException) -> str:
 
 
 def open_running_kernel(
-    debug_info: Sequence[str] = (), *, default_debug_info: bool = True
+    debug_info: Sequence[str] = (), *, default_debug_info: bool = True,
+    debug_directories: Sequence[str] = (),
 ) -> drgn.Program:
     """A Program on the kernel this process runs on (needs root)."""
     prog = drgn.Program()
@@ -444,7 +366,7 @@ def open_running_kernel(
         prog.set_kernel()
     except (OSError, ValueError) as e:
         raise TargetError(f"cannot open the running kernel: {e}") from e
-    load_debug_info(prog, debug_info, default=default_debug_info)
+    load_debug_info(prog, debug_info, default=default_debug_info, directories=debug_directories)
     return prog
 
 
@@ -555,6 +477,7 @@ def _read_guest_vmcoreinfo(prog: drgn.Program, vmlinux: str, little_endian: bool
 def open_qemu(
     qmp_socket: str, vmlinux: str, debug_info: Sequence[str] = (), *,
     running: Optional[bool] = None,
+    debug_directories: Sequence[str] = (),
 ) -> drgn.Program:
     """
     A Program on a live QEMU ppc64 guest, from its QMP socket and its vmlinux
@@ -576,7 +499,7 @@ def open_qemu(
     live.mark_target(prog, moving=running)
     failure: Optional[BaseException] = None
     try:
-        _attach_qemu(prog, qmp_socket, vmlinux, debug_info, little_endian)
+        _attach_qemu(prog, qmp_socket, vmlinux, debug_info, little_endian, debug_directories)
     except (TargetError, DebugInfoError) as e:
         failure = e
     except BaseException:
@@ -616,6 +539,7 @@ def close_qemu(prog: drgn.Program) -> None:
 @contextlib.contextmanager
 def qemu_session(
     qmp_socket: str, vmlinux: str, debug_info: Sequence[str] = (), *, pause: bool = True,
+    debug_directories: Sequence[str] = (),
 ) -> Iterator[drgn.Program]:
     """
     A Program on a QEMU guest for the duration of the block. With ``pause``
@@ -632,7 +556,8 @@ def qemu_session(
             prog = None
             for delay in _MODULE_LIST_RETRY_DELAYS:
                 try:
-                    prog = open_qemu(qmp_socket, vmlinux, debug_info, running=False)
+                    prog = open_qemu(qmp_socket, vmlinux, debug_info, running=False,
+                                     debug_directories=debug_directories)
                     break
                 except ModuleListUnreadable:
                     # Paused in the middle of an insmod or rmmod: let the guest
@@ -641,10 +566,12 @@ def qemu_session(
                         raise
                     pause_handle.run_for(delay)
             if prog is None:
-                prog = open_qemu(qmp_socket, vmlinux, debug_info, running=False)
+                prog = open_qemu(qmp_socket, vmlinux, debug_info, running=False,
+                                     debug_directories=debug_directories)
         else:
             running = qmp.guest_running(qmp_socket)
-            prog = open_qemu(qmp_socket, vmlinux, debug_info, running=running)
+            prog = open_qemu(qmp_socket, vmlinux, debug_info, running=running,
+                             debug_directories=debug_directories)
         try:
             yield prog
         finally:
@@ -652,7 +579,8 @@ def qemu_session(
 
 
 def _attach_qemu(
-    prog: drgn.Program, qmp_socket: str, vmlinux: str, debug_info: Sequence[str], little_endian: bool
+    prog: drgn.Program, qmp_socket: str, vmlinux: str, debug_info: Sequence[str], little_endian: bool,
+    debug_directories: Sequence[str] = (),
 ) -> None:
     # drgn gets a connection made here (a duplicate of its descriptor), so
     # close_qemu can end it whatever holds the Program.
@@ -668,7 +596,7 @@ def _attach_qemu(
     # fails for 6.1 (no NUMBER(RADIX_MMU)) and on hash-MMU guests. The linear
     # map needs no page tables.
     hash_mmu.add_linear_map_segment(prog, ram_end)
-    load_debug_info(prog, [vmlinux, *debug_info], default=False)
+    load_debug_info(prog, [vmlinux, *debug_info], default=False, directories=debug_directories)
 
 
 def _set_guest_vmcoreinfo(prog: drgn.Program, text: str) -> None:

@@ -253,6 +253,16 @@ def test_gdb_program_follows_add_symbol_file(live):
     assert "STATUS 0" in info_after, info_after
 
 
+def test_gdb_names_livepatch_functions_without_module_debug_info(live):
+    # No .ko at all: the livepatch's new function is named from its module's kallsyms in
+    # memory (it used to show as "?"), and the missing debug info is said on stderr.
+    (patches,), proc = gdb_batch(live, "lp-patches", lp_symbols=False)
+    assert "livepatch_lpd_victim_work_patch [lpd_patch]" in patches, patches
+    assert "livepatch_cmdline_proc_show [livepatch_sample]" in patches, patches
+    assert "? [" not in patches, patches
+    assert "no debug info for module lpd_patch" in proc.stderr, proc.stderr[-2000:]
+
+
 def _victim_pid(live):
     # PIDs differ between boots: the live guest reports its own.
     pids = live.get("lpd_pids") or {}

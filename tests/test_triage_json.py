@@ -243,6 +243,7 @@ def stub_stages(monkeypatch):
     in_transition = model.LivepatchState(
         transition=model.KlpTransition(patch="lp_test", target_state="patched"))
     monkeypatch.setattr(kernel, "kernel_info", lambda prog: kinfo)
+    monkeypatch.setattr(kernel, "kernel_log", lambda prog: [])
     monkeypatch.setattr(livepatch, "livepatch_state", lambda prog, *a, **k: in_transition)
     monkeypatch.setattr(livepatch, "blocking_tasks", lambda state, traces: [])
     monkeypatch.setattr(ftrace, "ftrace_state",
@@ -282,6 +283,7 @@ STAGE_WALKERS = [
     ("tocs", "lpdebug.toc.module_tocs"),
     ("checks", "lpdebug.checks.all_findings"),
     ("transition", "lpdebug.livepatch.blocking_tasks"),
+    ("kernel_log", "lpdebug.kernel.kernel_log"),
 ]
 
 
