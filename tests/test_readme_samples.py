@@ -38,3 +38,25 @@ def test_readme_sample_block_is_the_tools_output(args, head, block):
         out = "".join(out.splitlines(True)[:int(head)])
     assert block == out, (f"README.md's block for 'lpdebug {args}' is not the tool's output; "
                           f"regenerate it:\n{out}")
+
+
+def write():
+    """Regenerate every sample block of README.md from the tool (python3 tests/test_readme_samples.py)."""
+    path = os.path.join(REPO, "README.md")
+    with open(path) as f:
+        text = f.read()
+
+    def block(m):
+        args, head = m.group(1), m.group(2)
+        out = subprocess.run([sys.executable, "-m", "lpdebug.commands.cli", *shlex.split(args)],
+                             capture_output=True, text=True, timeout=900).stdout
+        if head:
+            out = "".join(out.splitlines(True)[:int(head)])
+        return m.group(0)[:m.start(3) - m.start(0)] + out + "```"
+
+    with open(path, "w") as f:
+        f.write(MARKER.sub(block, text))
+
+
+if __name__ == "__main__":
+    write()
