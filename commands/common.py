@@ -294,7 +294,11 @@ def crashed_task(prog: Any) -> Any:
     """The task that crashed, on a crash dump; a UsageError elsewhere."""
     import drgn
 
+    from lpdebug.crash_notes import panic_cpu
+
     try:
+        if panic_cpu(prog) is None:
+            raise LookupError("no CPU panicked")
         return prog.crashed_thread().object
     except (LookupError, ValueError, drgn.FaultError) as e:
         raise UsageError("no crashed task (this is not a crash dump): give a PID, a "

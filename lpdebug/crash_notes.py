@@ -130,6 +130,21 @@ def cpu_registers(prog: drgn.Program, cpu: int) -> Optional[Dict[str, int]]:
             "pt_regs": desc + reg_offset}
 
 
+def panic_cpu(prog: drgn.Program) -> Optional[int]:
+    """
+    The CPU that panicked or entered crash_kexec(), from the kernel's own
+    ``panic_cpu`` (kernel/panic.c); None when no CPU did (a dump taken from a
+    running kernel, e.g. by QEMU) or when the kernel has no such variable.
+    crash_kexec() claims it too, and kdump never gives it back, since
+    7bbee5ca3896 ("kexec: Fix race between panic() and crash_kexec()", 4.5).
+    """
+    try:
+        cpu = prog["panic_cpu"].counter.value_()
+    except (LookupError, AttributeError, drgn.FaultError):
+        return None
+    return None if cpu < 0 else cpu  # PANIC_CPU_INVALID is -1
+
+
 def crashed_cpus(prog: drgn.Program) -> Dict[int, Dict[str, int]]:
     """Every CPU with saved crash registers: ``{cpu: cpu_registers(prog, cpu)}``."""
     from drgn.helpers.linux.cpumask import for_each_possible_cpu

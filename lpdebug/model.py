@@ -406,8 +406,8 @@ class TaskTrace:
     diagnostics: List[Diagnostic] = field(default_factory=list)  # what the trace could not read
     # why task->ret_stack could not be walked (unreadable, or corrupt)
     ret_stack_diagnostics: List[Diagnostic] = field(default_factory=list)
-    # What its CPU saved in the dump (crash_notes): nip, r1, r2, link, msr, pid, and pt_regs,
-    # the address of those registers laid out as struct pt_regs
+    # What its CPU saved in the dump (crash_notes): `nip`, `r1`, `r2`, `link`, `msr`, `trap`,
+    # `pid`, and `pt_regs`, the address of those registers laid out as struct pt_regs
     cpu_registers: Optional[Dict[str, int]] = None
     crashed: bool = False  # its CPU is the one that crashed (panicked)
     cpu_image: Optional[str] = None  # module name or "vmlinux" holding the CPU's nip

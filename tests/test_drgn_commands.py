@@ -117,7 +117,9 @@ def test_commands_return_the_exit_status(monkeypatch, capsys):
 
     prog = sample.open_sample()
     assert run_command(prog, "lptriage") == 0
-    assert run_command(prog, "lpbt 48") == 0
+    from test_fixtures import fixture_pid
+
+    assert run_command(prog, f"lpbt {fixture_pid('settled', 'lpd_lp_victim')}") == 0
 
     def fail(*args, **kwargs):
         raise RuntimeError("injected")

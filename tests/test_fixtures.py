@@ -72,6 +72,11 @@ def doc(name):
     return json.loads(result_json(name))
 
 
+def fixture_pid(name, comm):
+    """PID of the testbed kthread ``comm`` in fixture ``name`` (PIDs shift between boots)."""
+    return sample.load_fixture(os.path.join(FIXTURES, name))["scenario"]["lpd_pids"][comm]
+
+
 def truth(name):
     """{path inside truth/: bytes} of a fixture's ground truth."""
     meta = sample.load_fixture(os.path.join(FIXTURES, name))

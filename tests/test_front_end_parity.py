@@ -14,7 +14,9 @@ import sys
 import pytest
 
 from lpdebug import sample
-from test_fixtures import FIXTURES
+from test_fixtures import FIXTURES, fixture_pid
+
+CRASH_PID = str(fixture_pid("toc-crash", "lpd_crash"))
 
 pytestmark = pytest.mark.fixtures
 
@@ -63,7 +65,7 @@ def test_run_command_returns_findings_and_exit_status(name, status, capsys):
 COMMANDS = [
     ("patches",), ("patches", "--json"), ("ops",), ("ops", "--json"),
     ("records", "-f", "lpd_*"), ("records", "-m", "lpd_victim", "--json"),
-    ("bt",), ("bt", "-a"), ("bt", "--json"), ("stacks", "181"), ("stacks", "181", "--json"),
+    ("bt",), ("bt", "-a"), ("bt", "--json"), ("stacks", CRASH_PID), ("stacks", CRASH_PID, "--json"),
     ("toc",), ("toc", "--json"), ("triage",), ("triage", "--json"),
 ]
 
@@ -94,7 +96,7 @@ def test_every_commands_json_has_its_documented_schema_id(command, parts):
 
     from test_triage_schema import DOC_PATH, load_schema, validate
 
-    args = {"bt": ["181"], "stacks": ["181"]}.get(command, [])
+    args = {"bt": [CRASH_PID], "stacks": [CRASH_PID]}.get(command, [])
     proc = cli("toc-crash", command, *args, "--json")
     assert proc.returncode in (0, 1), proc.stderr
     doc = json.loads(proc.stdout)

@@ -59,7 +59,8 @@ def test_commands_leave_the_fixture_files_as_they_were(tmp_path):
         shutil.copyfile(m, modules[-1])
     for path in [copies["vmcore"], copies["vmlinux"], *modules]:
         os.utime(path, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
-    _assert_every_command_leaves_the_files(copies["vmcore"], copies["vmlinux"], modules, 48)
+    _assert_every_command_leaves_the_files(copies["vmcore"], copies["vmlinux"], modules,
+                                      __import__("test_fixtures").fixture_pid("settled", "lpd_lp_victim"))
 
 
 @pytest.mark.testbed
