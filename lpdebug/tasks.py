@@ -123,35 +123,16 @@ def _bounded_list(head: drgn.Object, type_name: str, member: str, what: str,
                   limit: int) -> Iterator[drgn.Object]:
     """
     ``list_for_each_entry`` over the ``list_head`` ``head`` (object or
-    pointer), as ``type_name *``; raises :class:`WalkError` on a cycle, a
-    NULL link, an unreadable node or more than ``limit`` entries.
+    pointer), as ``type_name *``, through :func:`lpdebug.kernel.walk_list`;
+    raises :class:`WalkError` where that walk stops (a cycle, a NULL link, an
+    unreadable node or more than ``limit`` entries).
     """
-    if head.type_.kind != drgn.TypeKind.POINTER:
-        head = head.address_of_()
-    head_addr = head.value_()
-    seen: Set[int] = set()
-    node_addr = head_addr
-    try:
-        node = head.next.read_()
-        while node.value_() != head_addr:
-            node_addr = node.value_()
-            if node_addr in seen:
-                raise WalkError(DiagnosticKind.CYCLE, node_addr,
-                                f"{what}: the list loops back at {node_addr:#x}"
-                                f" after {len(seen)} entries")
-            if len(seen) >= limit:
-                raise WalkError(DiagnosticKind.CORRUPT, node_addr,
-                                f"{what}: more than {limit} entries")
-            if not node_addr:
-                raise WalkError(DiagnosticKind.CORRUPT, None,
-                                f"{what}: NULL link after {len(seen)} entries")
-            seen.add(node_addr)
-            next_node = node.next.read_()
-            yield drgn.container_of(node, type_name, member)
-            node = next_node
-    except _UNREADABLE as e:
-        raise WalkError(DiagnosticKind.UNREADABLE, _fault_address(e) or node_addr,
-                        f"{what}: unreadable list node after {len(seen)} entries ({e})") from None
+    from .kernel import walk_list
+
+    stopped: List[Diagnostic] = []
+    yield from walk_list(head, type_name, member, stopped, what, limit, stage=STAGE)
+    if stopped:
+        raise WalkError(stopped[0].kind, stopped[0].address, stopped[0].message)
 
 
 def _xa_entries(xa: drgn.Object, what: str, limit: int) -> Iterator[drgn.Object]:
