@@ -126,7 +126,7 @@ def test_drgn_loads_the_plugin(venv, cwd):
     for ko in paths["modules"]:
         argv += ["-s", ko]
     code = ("import sys; from drgn.commands import run_command; "
-            f"sys.exit(run_command(prog, 'lpbt {VICTIM}'))")
+            f"sys.exit(run_command(prog, 'lpbt {VICTIM}').exit_status)")
     proc = _run(venv, argv + ["-e", code], cwd)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"lpd_lp_thread\+0x5c \[lpd_victim\]\s+\S+\s+livepatch", proc.stdout), \
