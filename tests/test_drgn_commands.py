@@ -141,7 +141,7 @@ def test_lptriage_json_equals_the_cli():
     # drgn's own CLI loaded the -s files, so the plugin sees them as found, not given: the one
     # difference the front ends may show, in the coverage's found_by
     def same(text):
-        return text.replace('"found_by": "search"', '"found_by": "given"')
+        return text.replace('found_by": "search"', 'found_by": "given"')
 
     assert same(drgn_run.stdout) == same(cli.stdout)
 
