@@ -316,9 +316,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         status = EXIT_CLEAN
+    except (MemoryError, OverflowError) as e:
+        # Met while reading: a count or size in the dump or the debug info is impossible.
+        if os.environ.get("LPDEBUG_TRACEBACK"):
+            raise
+        status = _fail(f"damaged input: {type(e).__name__} while reading ({_one_line(e) or 'no detail'}): "
+                       "a size or count in the vmcore or the debug info is impossible; "
+                       "give intact copies of the vmcore, vmlinux and modules")
     except Exception as e:  # noqa: BLE001 (a bug still gets one line, not a traceback)
         if os.environ.get("LPDEBUG_TRACEBACK"):
             raise
+        import drgn
+
+        if isinstance(e, drgn.BadDataError):
+            # drgn met bytes it cannot parse in a debug file (it names the file when it can),
+            # lazily, after the file was accepted: damaged input, not a bug of lpdebug's.
+            status = _fail(f"damaged input: {_one_line(e)}: a debug file or the vmcore holds data "
+                           "drgn cannot parse; give intact copies of the files named here")
+            sys.exit(status)
         status = _fail(f"internal error: {type(e).__name__}: {_one_line(e)} "
                        "(set LPDEBUG_TRACEBACK=1 for details)")
     sys.exit(status)

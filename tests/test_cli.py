@@ -364,7 +364,9 @@ def test_a_failing_stage_exits_3_and_the_report_says_so_first(monkeypatch, capsy
     assert f"[{stage}] stage_failed: " in out and "RuntimeError: injected" in out
     assert cli.run(["triage", "--sample", "--json"]) == 3
     doc = json.loads(capsys.readouterr().out)
-    assert [(d["stage"], d["kind"]) for d in doc["diagnostics"]] == [(stage, "stage_failed")]
+    kinds = [(d["stage"], d["kind"]) for d in doc["diagnostics"]]
+    # the stage's own failure first; anything else is what it cost (patches found lost elsewhere)
+    assert kinds[0] == (stage, "stage_failed") and all(k == "lost" for _, k in kinds[1:]), kinds
 
 
 def test_too_old_drgn_exits_2_with_one_line(monkeypatch, capsys):
