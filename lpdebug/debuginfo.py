@@ -79,11 +79,9 @@ def _state(prog: drgn.Program) -> Dict[str, Any]:
 
 
 def _cache_dir() -> str:
-    root = os.environ.get("LPDEBUG_CACHE")
-    if not root:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "lpdebug")
-    return os.path.join(root, "debuginfo")
+    from .sample import cache_dir
+
+    return cache_dir("debuginfo")
 
 
 def _sha256(path: str) -> str:

@@ -86,12 +86,17 @@ def load_fixture(fixture_dir: str) -> Dict[str, Any]:
         raise SampleError(f"{path}: cannot read the fixture description: {e}") from e
 
 
-def cache_root() -> str:
+def cache_dir(kind: str) -> str:
+    """lpdebug's cache directory for ``kind`` ($LPDEBUG_CACHE, else the XDG user cache)."""
     root = os.environ.get("LPDEBUG_CACHE")
     if not root:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(base, "lpdebug")
-    return os.path.join(root, "fixtures")
+    return os.path.join(root, kind)
+
+
+def cache_root() -> str:
+    return cache_dir("fixtures")
 
 
 def _materialize(fixture_dir: str, entry: Dict[str, Any]) -> str:
