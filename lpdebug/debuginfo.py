@@ -501,7 +501,7 @@ def use_module_kallsyms(prog: drgn.Program) -> None:
     lpdebug's :class:`~lpdebug.symbols.Symbolizer` name their functions.
     Modules with debug info keep drgn's ELF symbols (no duplicates).
     """
-    from drgn.helpers.linux.kallsyms import module_kallsyms
+    from .drgn_compat import module_kallsyms
 
     finder = _kallsyms_finder(prog)
     symbols: List[drgn.Symbol] = []

@@ -645,6 +645,44 @@ def add_hash_mmu_segments(prog: drgn.Program) -> Optional[HashMmu]:
     return result
 
 
+_RADIX_STATE_KEY = "radix_page_table_segment"
+
+
+def add_page_table_segments(prog: drgn.Program) -> Optional[Tuple[int, int]]:
+    """On a radix-MMU ppc64 kernel, serve every kernel address above the
+    linear map (vmalloc, modules, I/O remap, vmemmap: ``[__kernel_virt_start,
+    end of what the page tables map)``) with a walk of ``init_mm``'s page
+    tables, read physically; return that range.
+
+    For a kdump-compressed file read by a drgn older than 0.2.0, which
+    translates these addresses only through libkdumpfile, and that fails on
+    ppc64 (:mod:`lpdebug.drgn_compat`); drgn 0.2.0 does the same walk itself.
+    The entry format is the one the hash walk reads (the module docstring).
+    Idempotent; None and nothing added on a hash-MMU kernel (see
+    :func:`add_hash_mmu_segments`) or a program that is not ppc64 Book3S-64.
+    """
+    state = kernel.program_state(prog)
+    if _RADIX_STATE_KEY in state:
+        return state[_RADIX_STATE_KEY]  # type: ignore[no-any-return]
+    if not kernel.is_ppc64(prog) or mmu_type(prog) != "radix":
+        return None
+    virt_start = _read_ulong(prog, "__kernel_virt_start")
+    if virt_start is None:
+        raise LookupError("radix MMU: no symbol __kernel_virt_start (are vmlinux's symbols loaded?)")
+    walker = kernel_page_tables(prog, "radix")
+    end = LINEAR_MAP_BASE + (1 << walker.geometry.eaddr_bits)
+    if not LINEAR_MAP_BASE < virt_start < end:
+        raise ValueError("implausible kernel virtual layout: virt start 0x%x, page tables end 0x%x"
+                         % (virt_start, end))
+
+    def read_mapped(address: int, count: int, offset: int, physical: bool) -> bytes:
+        return walker.read(address, count)
+
+    prog.add_memory_segment(virt_start, end - virt_start, read_mapped)
+    state[_RADIX_STATE_KEY] = (virt_start, end)
+    return (virt_start, end)
+
+
 def translate(prog: drgn.Program, vaddr: int) -> int:
     """Physical address of kernel virtual address ``vaddr``: the linear-map
     offset below ``__kernel_virt_start``, else a walk of the target's own

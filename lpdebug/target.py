@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
-from . import debuginfo, dumpfile, hash_mmu, kernel, live, qmp
+from . import debuginfo, drgn_compat, dumpfile, hash_mmu, kernel, live, qmp
 from .errors import BuildIdMismatch, DebugInfoError, ModuleListUnreadable, TargetError
 
 __all__ = (
@@ -261,6 +261,12 @@ def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool) ->
 
 
 def _add_hash_mmu_segments(prog: drgn.Program, warnings: List[str]) -> None:
+    if kernel.program_state(prog).get(_SERVE_PAGE_TABLES) and kernel.mmu(prog) == "radix":
+        try:
+            hash_mmu.add_page_table_segments(prog)
+        except Exception as e:  # a broken page table must not stop the rest of the report
+            warnings.append(f"radix page tables could not be read: {e}")
+        kernel.invalidate(prog)
     if kernel.mmu(prog) != "hash":
         return
     try:
@@ -304,6 +310,8 @@ def open_vmcore(
     except Exception as e:  # noqa: BLE001 (libelf's and libkdumpfile's failures are plain Exceptions)
         raise TargetError(_core_problem(path, e)) from None
     _require_kernel(prog, path)
+    if kind == "kdump" and not drgn_compat.walks_kdump_page_tables():
+        kernel.program_state(prog)[_SERVE_PAGE_TABLES] = True
     try:
         dump = dumpfile.attach(prog, path)
     except (OSError, dumpfile.DumpFormatError) as e:
@@ -316,6 +324,11 @@ def open_vmcore(
                   " and cannot tell the pages its filter excluded (`makedumpfile -R` converts it)")
     load_debug_info(prog, debug_info, default=default_debug_info, directories=debug_directories)
     return prog
+
+
+# In kernel.program_state: lpdebug walks the radix page tables for module and
+# vmalloc addresses, which this drgn leaves to libkdumpfile (drgn_compat).
+_SERVE_PAGE_TABLES = "serve_page_tables"
 
 
 @contextlib.contextmanager

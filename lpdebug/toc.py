@@ -162,7 +162,7 @@ def vmlinux_toc(prog: drgn.Program) -> ModuleToc:
 def _module_functions(mod: drgn.Object) -> Iterator[Tuple[str, int]]:
     """(name, address) of the module's function symbols, from its own kallsyms
     (drgn's :func:`~drgn.helpers.linux.kallsyms.module_kallsyms`)."""
-    from drgn.helpers.linux.kallsyms import module_kallsyms
+    from .drgn_compat import module_kallsyms
 
     # mod->kallsyms since 8244062ef1e5 ("modules: fix longstanding /proc/kallsyms
     # vs module insertion race.", 4.5), as module_kallsyms() knows too.
