@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from lpdebug import drgn_compat
 from lpdebug.errors import LpdebugError
 
 __all__ = (
@@ -36,33 +37,14 @@ __all__ = (
     "ProgressBar",
 )
 
-# The command API lpdebug uses (custom_command, parse_shell_command,
-# CommandError, the drgn.plugins entry point) is what drgn 0.3.0 ships; older
-# releases are not tested.
-MIN_DRGN_VERSION = (0, 3, 0)
-
-
-def _version_tuple(text: str) -> Tuple[int, ...]:
-    parts = []
-    for piece in text.split("+")[0].split("."):
-        digits = "".join(c for c in piece if c.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
+# The oldest drgn lpdebug runs on, and what newer releases add: lpdebug.drgn_compat.
+MIN_DRGN_VERSION = drgn_compat.FLOOR
 
 
 def drgn_version_problem() -> Optional[str]:
-    """One line saying why the installed drgn is too old, or None when it will do."""
-    try:
-        import drgn
-    except ImportError:
-        return "drgn is not installed: pip install 'drgn>=%s'" % ".".join(map(str, MIN_DRGN_VERSION))
-    version = getattr(drgn, "__version__", "0")
-    if _version_tuple(version) < MIN_DRGN_VERSION:
-        return "lpdebug needs drgn %s or later, but drgn %s is installed" % (
-            ".".join(map(str, MIN_DRGN_VERSION)), version)
-    return None
+    """One line saying why the installed drgn will not do (the version found,
+    the version needed, how to get it), or None when it will."""
+    return drgn_compat.version_problem()
 
 
 class UsageError(LpdebugError):

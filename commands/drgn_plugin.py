@@ -35,6 +35,7 @@ from lpdebug.commands.common import (
     drgn_version_problem,
     examples_text,
 )
+from lpdebug import drgn_compat
 from lpdebug.errors import LpdebugError
 
 PREFIX = "lp"
@@ -156,7 +157,7 @@ def drgn_prog_set(prog: Any) -> None:
 
 
 def _register() -> bool:
-    problem = drgn_version_problem()
+    problem = drgn_version_problem() or drgn_compat.feature_problem("commands")
     if problem is not None:
         _log.warning("lpdebug commands not loaded: %s", problem)
         return False

@@ -58,6 +58,8 @@ def _import_drgn() -> None:
     sys.setdlopenflags(os.RTLD_NOW | os.RTLD_DEEPBIND)
     try:
         import drgn  # noqa: F401
+    except ImportError:
+        pass  # said in one line when the commands are registered (_register)
     finally:
         sys.setdlopenflags(flags)
 
@@ -72,6 +74,7 @@ from lpdebug.commands.common import (  # noqa: E402 (drgn must be imported first
     drgn_version_problem,
     examples_text,
 )
+from lpdebug import drgn_compat  # noqa: E402
 from lpdebug.errors import LpdebugError  # noqa: E402
 
 PREFIX = "lp-"
@@ -227,6 +230,9 @@ class LpCommand(gdb.Command):
         super().__init__(self.name, gdb.COMMAND_DATA)
 
     def invoke(self, argument: str, from_tty: bool) -> None:
+        if _drgn_problem is not None:
+            gdb.set_convenience_variable("lp_status", 2)
+            raise gdb.GdbError(f"{self.name}: {_drgn_problem}")
         from drgn.commands import parse_shell_command
 
         # The same command line as drgn's %lp* commands: shell words, "> FILE",
@@ -303,10 +309,17 @@ gdb with add-symbol-file are used without this."""
                 raise gdb.GdbError(f"lp-symbols: {e}") from None
 
 
+# Why the installed drgn cannot serve the lp-* commands (one line), or None.
+# gdb reads the target's memory for drgn, which is given the VMCOREINFO by hand.
+_drgn_problem = drgn_version_problem() or drgn_compat.feature_problem("memory_readers")
+
+
 def _register() -> None:
-    problem = drgn_version_problem()
-    if problem is not None:
-        raise gdb.GdbError(f"lpdebug: {problem}")
+    if _drgn_problem is not None:
+        # One line, not a traceback, and gdb stays usable: the commands are
+        # registered and each says the same line, with $lp_status 2.
+        gdb.write(f"lpdebug: error: {_drgn_problem}\n", gdb.STDERR)
+        gdb.set_convenience_variable("lp_status", 2)
     for spec in SPECS:
         LpCommand(spec)
     LpSymbolsCommand()

@@ -93,8 +93,10 @@ def version_problem() -> Optional[str]:
 
 def _has_program_method(name: str) -> Callable[[], bool]:
     def probe() -> bool:
-        import drgn
-
+        try:
+            import drgn
+        except ImportError:
+            return False
         return hasattr(drgn.Program, name)
 
     return probe
@@ -109,35 +111,29 @@ def _has_command_api() -> bool:
     return True
 
 
-# feature -> (the drgn release that brought what it needs, what that is, a probe
-# of the installed drgn). The probe decides; the release is what the message names.
-FEATURES: Dict[str, Tuple[Tuple[int, ...], str, Callable[[], bool]]] = {
-    # drgn's QEMU target (Program.set_qemu_qmp), drgn 0.2.0
-    "qemu": ((0, 2, 0), "--qemu reads the guest through drgn's QEMU target",
+# feature -> (the drgn release that brought what it needs, who needs it, what
+# from drgn, a probe of the installed drgn). The probe decides; the release is
+# what the message names.
+FEATURES: Dict[str, Tuple[Tuple[int, ...], str, str, Callable[[], bool]]] = {
+    "qemu": ((0, 2, 0), "--qemu needs", "its QEMU target, Program.set_qemu_qmp",
              _has_program_method("set_qemu_qmp")),
-    # a Program whose memory a debugger reads: VMCOREINFO given by hand
-    # (Program.set_linux_kernel_custom), drgn 0.1.0
-    "memory_readers": ((0, 1, 0), "a live target read through the debugger needs "
-                       "drgn's Program.set_linux_kernel_custom",
+    # gdb reads the memory; drgn is given the guest's VMCOREINFO by hand
+    "memory_readers": ((0, 1, 0), "lpdebug's gdb commands need", "Program.set_linux_kernel_custom",
                        _has_program_method("set_linux_kernel_custom")),
-    # custom_command, parse_shell_command, linux_kernel_custom_command: drgn 0.1.0
-    "commands": ((0, 1, 0), "lpdebug's drgn commands (%lptriage ...) need drgn's command API",
-                 _has_command_api),
+    "commands": ((0, 1, 0), "lpdebug's drgn commands (%lptriage ...) need",
+                 "its command API with parse_shell_command", _has_command_api),
 }
 
 
 def feature_problem(feature: str) -> Optional[str]:
     """One line saying that the installed drgn cannot do ``feature`` (a key of
-    :data:`FEATURES`): what needs it, the version needed, the version found,
+    :data:`FEATURES`): who needs what, the version needed, the version found,
     how to get it; None when it can."""
-    needed, what, probe = FEATURES[feature]
-    try:
-        if probe():
-            return None
-    except ImportError:
-        pass
-    return "%s, in drgn %s or later, but drgn %s is installed: %s" % (
-        what, _text(needed), version() or "none", how_to_get(needed))
+    needed, who, what, probe = FEATURES[feature]
+    if probe():
+        return None
+    return "%s drgn %s or later (%s), but drgn %s is installed: %s" % (
+        who, _text(needed), what, version() or "none", how_to_get(needed))
 
 
 def module_kallsyms(module: Any) -> List[Any]:

@@ -504,6 +504,7 @@ def open_qemu(
     The Program holds QEMU's only QMP connection until :func:`close_qemu`
     (or until it is garbage-collected).
     """
+    _require_drgn_feature("qemu")
     platform = _platform_of(vmlinux)
     little_endian = bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
     if running is None:
@@ -561,6 +562,7 @@ def qemu_session(
     everything read comes from one moment of the guest; a guest found paused
     is left paused. Without ``pause`` the guest runs while it is read.
     """
+    _require_drgn_feature("qemu")
     _platform_of(vmlinux)  # a wrong vmlinux fails here, before the guest is touched
     with contextlib.ExitStack() as stack:
         running = False
@@ -612,6 +614,12 @@ def _attach_qemu(
     load_debug_info(prog, [vmlinux, *debug_info], default=False, directories=debug_directories)
 
 
+def _require_drgn_feature(feature: str) -> None:
+    problem = drgn_compat.feature_problem(feature)
+    if problem is not None:
+        raise TargetError(problem)
+
+
 def _set_guest_vmcoreinfo(prog: drgn.Program, text: str) -> None:
     # The vmlinux is checked against its BUILD-ID when its debug info is loaded.
     try:
@@ -631,6 +639,7 @@ def open_memory_readers(
     ``prog.add_memory_segment``, physical and virtual. The guest's VMCOREINFO
     is found through the vmlinux symbol table, as for a QEMU target.
     """
+    _require_drgn_feature("memory_readers")
     platform = _platform_of(vmlinux)
     little_endian = bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
     # drgn takes VMCOREINFO only before any memory is attached, and finding

@@ -374,8 +374,9 @@ def test_too_old_drgn_exits_2_with_one_line(monkeypatch, capsys):
 
     from lpdebug.commands import cli
 
-    monkeypatch.setattr(drgn, "__version__", "0.0.27")
+    monkeypatch.setattr(drgn, "__version__", "0.0.30")
     assert cli.run(["triage", "--sample"]) == 2
     err = capsys.readouterr().err
-    assert err == ("lpdebug: error: lpdebug needs drgn 0.3.0 or later, "
-                   "but drgn 0.0.27 is installed\n")
+    assert err == ("lpdebug: error: lpdebug needs drgn 0.0.31 or later, but drgn 0.0.30 is installed: "
+                   "pip install --upgrade 'drgn>=0.0.31' (on ppc64le, where PyPI has no drgn wheel, "
+                   "build one from lpdebug's source tree with vmcores/build --drgn-wheel)\n")

@@ -100,10 +100,11 @@ def test_too_old_drgn_is_refused_with_a_clear_message(monkeypatch, caplog):
 
     from lpdebug.commands import drgn_plugin
 
-    monkeypatch.setattr(drgn, "__version__", "0.0.27")
+    monkeypatch.setattr(drgn, "__version__", "0.0.30")
     with caplog.at_level(logging.WARNING, logger="drgn.plugins"):
         assert drgn_plugin._register() is False
-    assert "lpdebug needs drgn 0.3.0 or later, but drgn 0.0.27 is installed" in caplog.text
+    assert ("lpdebug commands not loaded: lpdebug needs drgn 0.0.31 or later, but drgn 0.0.30 is "
+            "installed: pip install --upgrade 'drgn>=0.0.31'") in caplog.text
 
 
 # --- on a testbed vmcore --------------------------------------------------------------
