@@ -30,6 +30,7 @@ __all__ = (
     "FLOOR",
     "FEATURES",
     "version",
+    "version_tuple",
     "version_problem",
     "feature_problem",
     "module_kallsyms",
@@ -49,7 +50,8 @@ def _text(v: Tuple[int, ...]) -> str:
     return ".".join(map(str, v))
 
 
-def _version_tuple(text: str) -> Tuple[int, ...]:
+def version_tuple(text: str) -> Tuple[int, ...]:
+    """``"0.0.31+12.gabc"`` -> ``(0, 0, 31)``; a pre-release part (``"0rc1"``) ends it."""
     parts: List[int] = []
     for piece in text.split("+")[0].split("."):
         digits = ""
@@ -85,7 +87,7 @@ def version_problem() -> Optional[str]:
     found = version()
     if found is None:
         return "drgn is not installed: " + how_to_get(FLOOR)
-    if _version_tuple(found) < FLOOR:
+    if version_tuple(found) < FLOOR:
         return "lpdebug needs drgn %s or later, but drgn %s is installed: %s" % (
             _text(FLOOR), found, how_to_get(FLOOR))
     return None
@@ -151,4 +153,4 @@ def walks_kdump_page_tables() -> bool:
     file when ``DRGN_PREFER_PGTABLE_READER`` is set (drgn 0.2.0 and later).
     An environment variable has no probe: the version decides."""
     found = version()
-    return found is not None and _version_tuple(found) >= (0, 2, 0)
+    return found is not None and version_tuple(found) >= (0, 2, 0)

@@ -100,6 +100,7 @@ def test_bad_selection_is_one_line(args, fragment):
     assert proc.stderr.count("\n") == 1 and fragment in proc.stderr, proc.stderr
 
 
+@pytest.mark.needs_drgn("commands")
 def test_drgn_takes_crashs_dash_c(tmp_path):
     import lpdebug.commands.drgn_plugin  # noqa: F401 (registers %lpbt)
     from drgn.commands import run_command

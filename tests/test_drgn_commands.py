@@ -81,6 +81,7 @@ def test_entry_point_is_registered():
     assert any(ep.name == "lpdebug" and ep.value == "lpdebug.commands.drgn_plugin" for ep in eps)
 
 
+@pytest.mark.needs_drgn("commands")
 def test_commands_are_registered_with_help():
     from drgn.commands import DEFAULT_COMMAND_NAMESPACE
 
@@ -110,6 +111,7 @@ def test_too_old_drgn_is_refused_with_a_clear_message(monkeypatch, caplog):
 # --- on a testbed vmcore --------------------------------------------------------------
 
 
+@pytest.mark.needs_drgn("commands")
 def test_commands_return_the_exit_status(monkeypatch, capsys):
     from drgn.commands import run_command
 
@@ -131,6 +133,7 @@ def test_commands_return_the_exit_status(monkeypatch, capsys):
     assert "[tocs] stage_failed" in capsys.readouterr().out
 
 
+@pytest.mark.needs_drgn("commands")
 @pytest.mark.testbed
 def test_lptriage_json_equals_the_cli():
     drgn_run = drgn_exec("settled", "from drgn.commands import run_command\n"
@@ -147,6 +150,7 @@ def test_lptriage_json_equals_the_cli():
     assert same(drgn_run.stdout) == same(cli.stdout)
 
 
+@pytest.mark.needs_drgn("commands")
 @pytest.mark.testbed
 @pytest.mark.parametrize("command, cli_args", [
     ("lppatches", ["patches"]),
@@ -164,6 +168,7 @@ def test_command_output_equals_the_cli(command, cli_args):
     assert drgn_run.stdout.strip()
 
 
+@pytest.mark.needs_drgn("commands")
 @pytest.mark.testbed
 def test_repl_session():
     pid = scenario("settled")["lpd_pids"]["lpd_lp_victim"]
@@ -177,6 +182,7 @@ def test_repl_session():
     assert "Traceback" not in out
 
 
+@pytest.mark.needs_drgn("commands")
 @pytest.mark.testbed
 def test_repl_output_equals_the_cli():
     pid = scenario("settled")["lpd_pids"]["lpd_lp_victim"]

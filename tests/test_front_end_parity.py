@@ -18,7 +18,8 @@ from test_fixtures import FIXTURES, fixture_pid
 
 CRASH_PID = str(fixture_pid("toc-crash", "lpd_crash"))
 
-pytestmark = pytest.mark.fixtures
+# the %lp* drgn commands against the CLI
+pytestmark = [pytest.mark.fixtures, pytest.mark.needs_drgn("commands")]
 
 
 def fixture_target(name):

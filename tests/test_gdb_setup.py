@@ -10,6 +10,11 @@ import re
 import subprocess
 import sysconfig
 
+import pytest
+
+# gdb reads the memory for drgn (Program.set_linux_kernel_custom)
+pytestmark = pytest.mark.needs_drgn("memory_readers")
+
 COMMANDS = ["lp-patches", "lp-ops", "lp-records", "lp-bt", "lp-stacks", "lp-toc", "lp-triage"]
 
 

@@ -435,6 +435,7 @@ def make_kernel_program(geom, radix_number=True, mmu_features=None, symbols=True
     return prog, mem, b
 
 
+@pytest.mark.needs_drgn("0.1.0", "the synthetic kernel program is made with Program.set_linux_kernel_custom")
 @pytest.mark.parametrize("little_endian", [True, False], ids=["le", "be"])
 @pytest.mark.parametrize("geom", GEOMETRIES)
 def test_synthetic_program_hash_segments(geom, little_endian):
@@ -474,6 +475,7 @@ def test_synthetic_program_hash_segments(geom, little_endian):
     assert hm.linear == (PAGE_OFFSET, vstart(geom))
 
 
+@pytest.mark.needs_drgn("0.1.0", "the synthetic kernel program is made with Program.set_linux_kernel_custom")
 def test_synthetic_program_mmu_from_cpu_spec():
     """No NUMBER(RADIX_MMU) (kernels before 6.7): cur_cpu_spec->mmu_features,
     which on hash needs the linear-map segment first."""
@@ -487,6 +489,7 @@ def test_synthetic_program_mmu_from_cpu_spec():
     assert prog.read(va, 64) == mem.read(0x2000000, 64)
 
 
+@pytest.mark.needs_drgn("0.1.0", "the synthetic kernel program is made with Program.set_linux_kernel_custom")
 def test_synthetic_program_vmcoreinfo_symbols_only():
     """Without vmlinux symbols the root comes from SYMBOL(swapper_pg_dir), the
     MMU from NUMBER(RADIX_MMU); the layout needs vmlinux symbols: a clear error."""
@@ -496,6 +499,7 @@ def test_synthetic_program_vmcoreinfo_symbols_only():
         hash_mmu.add_hash_mmu_segments(prog)
 
 
+@pytest.mark.needs_drgn("0.1.0", "the synthetic kernel program is made with Program.set_linux_kernel_custom")
 @pytest.mark.parametrize("geom", [RADIX_4K, RADIX_64K])
 def test_synthetic_program_radix_noop(geom):
     prog, mem, b = make_kernel_program(geom, radix_number=False)
@@ -518,6 +522,7 @@ def test_synthetic_not_ppc64():
     assert hash_mmu.add_hash_mmu_segments(prog) is None
 
 
+@pytest.mark.needs_drgn("0.1.0", "the synthetic kernel program is made with Program.set_linux_kernel_custom")
 @pytest.mark.parametrize("geom", GEOMETRIES)
 def test_synthetic_program_vmemmap(geom):
     prog, mem, b = make_kernel_program(geom)
@@ -531,6 +536,7 @@ def test_synthetic_program_vmemmap(geom):
     assert e.value.address == vmemmap + (2 << 24) + 8
 
 
+@pytest.mark.needs_drgn("0.1.0", "the synthetic kernel program is made with Program.set_linux_kernel_custom")
 @pytest.mark.parametrize("live", [False, True])
 def test_synthetic_program_live_no_stale_tables(live):
     """A live target's page tables change: the walker must not cache them."""
