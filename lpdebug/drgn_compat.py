@@ -40,10 +40,12 @@ __all__ = (
 # The oldest drgn lpdebug supports; pyproject.toml's dependency says the same.
 FLOOR = (0, 0, 31)
 
-# Where a drgn comes from when pip has none for the machine (PyPI has no
-# ppc64le wheel of drgn): the recipe in lpdebug's source tree.
-_HOW_TO_GET = ("pip install --upgrade 'drgn>=%s' (on ppc64le, where PyPI has no drgn wheel, "
-               "build one from lpdebug's source tree with vmcores/build --drgn-wheel)")
+# Where a drgn comes from when PyPI has no wheel for the machine (ppc64le): pip
+# builds drgn's sdist (a C compiler and elfutils' headers), or a wheel
+# cross-built on x86-64 by lpdebug's recipe.
+_HOW_TO_GET = ("pip install --upgrade 'drgn>=%s' (on ppc64le, where PyPI has no drgn wheel, pip builds "
+               "it from source, or use a wheel made by lpdebug's vmcores/build --drgn-wheel: README, "
+               "'On the POWER host')")
 
 
 def _text(v: Tuple[int, ...]) -> str:

@@ -379,4 +379,5 @@ def test_too_old_drgn_exits_2_with_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err == ("lpdebug: error: lpdebug needs drgn 0.0.31 or later, but drgn 0.0.30 is installed: "
                    "pip install --upgrade 'drgn>=0.0.31' (on ppc64le, where PyPI has no drgn wheel, "
-                   "build one from lpdebug's source tree with vmcores/build --drgn-wheel)\n")
+                   "pip builds it from source, or use a wheel made by lpdebug's vmcores/build --drgn-wheel: "
+                   "README, 'On the POWER host')\n")

@@ -69,7 +69,8 @@ def floor(tmp_path_factory):
 def _the_line(found):
     return (f"lpdebug needs drgn {FLOOR} or later, but drgn {found} is installed: "
             f"pip install --upgrade 'drgn>={FLOOR}' (on ppc64le, where PyPI has no drgn wheel, "
-            "build one from lpdebug's source tree with vmcores/build --drgn-wheel)")
+            "pip builds it from source, or use a wheel made by lpdebug's vmcores/build --drgn-wheel: "
+            "README, 'On the POWER host')")
 
 
 def test_cli_below_the_floor_is_one_line_exit_2(below):
@@ -99,7 +100,8 @@ def test_drgn_commands_at_the_floor_say_what_they_need(floor):
         "lpdebug commands not loaded: lpdebug's drgn commands (%lptriage ...) need drgn "
         f"{needed} or later (its command API with parse_shell_command), but drgn {FLOOR} is "
         f"installed: pip install --upgrade 'drgn>={needed}' (on ppc64le, where PyPI has no drgn "
-        "wheel, build one from lpdebug's source tree with vmcores/build --drgn-wheel)\n")
+        "wheel, pip builds it from source, or use a wheel made by lpdebug's vmcores/build "
+        "--drgn-wheel: README, 'On the POWER host')\n")
 
 
 def test_qemu_at_the_floor_is_one_line_exit_2(floor):
