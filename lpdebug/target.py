@@ -336,9 +336,10 @@ def _drgn_page_table_walk(wanted: bool) -> Iterator[None]:
     # drgn reads a kdump-compressed file's virtual addresses through
     # libkdumpfile's translation, which on ppc64 fails for every address of a
     # 4K-page kernel and for vmalloc/module addresses of any current kernel
-    # (docs/libkdumpfile-ppc64.md). DRGN_PREFER_PGTABLE_READER (drgn 0.3.0),
+    # (docs/libkdumpfile-ppc64.md). DRGN_PREFER_PGTABLE_READER (drgn 0.2.0),
     # read when the core dump is set, makes drgn walk the page tables itself,
-    # reading them physically, which lpdebug.dumpfile serves.
+    # reading them physically, which lpdebug.dumpfile serves. An older drgn
+    # ignores it: open_vmcore then has lpdebug walk them (_SERVE_PAGE_TABLES).
     if not wanted:
         yield
         return
