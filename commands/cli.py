@@ -326,9 +326,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as e:  # noqa: BLE001 (a bug still gets one line, not a traceback)
         if os.environ.get("LPDEBUG_TRACEBACK"):
             raise
-        import drgn
+        from lpdebug import drgn_compat
 
-        if isinstance(e, drgn.BadDataError):
+        if isinstance(e, drgn_compat.bad_data_errors()):
             # drgn met bytes it cannot parse in a debug file (it names the file when it can),
             # lazily, after the file was accepted: damaged input, not a bug of lpdebug's.
             status = _fail(f"damaged input: {_one_line(e)}: a debug file or the vmcore holds data "

@@ -34,6 +34,7 @@ __all__ = (
     "version_problem",
     "feature_problem",
     "module_kallsyms",
+    "bad_data_errors",
     "walks_kdump_page_tables",
 )
 
@@ -148,6 +149,16 @@ def module_kallsyms(module: Any) -> List[Any]:
     # drgn 0.0.31 and 0.0.32 have the same function, private
     helper = getattr(kallsyms, "module_kallsyms", None) or getattr(kallsyms, "_module_kallsyms")  # noqa: B009
     return helper(module)  # type: ignore[no-any-return]
+
+
+def bad_data_errors() -> Tuple[type, ...]:
+    """drgn's exception for bytes it cannot parse in a debug file or core
+    (``drgn.BadDataError``, drgn 0.3.0), as a tuple for ``except`` and
+    ``isinstance``: empty with an older drgn, which raises plain exceptions there."""
+    import drgn
+
+    error = getattr(drgn, "BadDataError", None)
+    return (error,) if isinstance(error, type) else ()
 
 
 def walks_kdump_page_tables() -> bool:
