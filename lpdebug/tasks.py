@@ -38,6 +38,8 @@ unreadable state costs that field only.
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -606,6 +608,16 @@ def _idle_without_registers(trace: TaskTrace) -> bool:
             and not trace.frames and len(trace.diagnostics) == 1)
 
 
+def _reader_itself(prog: drgn.Program, trace: TaskTrace) -> bool:
+    # On the running kernel (-k, /proc/kcore) the task list holds the thread running this code. It is
+    # on a CPU while it reads, so the kernel saved no registers to unwind it from (drgn: "cannot unwind
+    # stack of running task"); its stack is lpdebug's own, not kernel state under study.
+    local = getattr(drgn.ProgramFlags, "IS_LOCAL", None)
+    return (local is not None and bool(prog.flags & local) and bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
+            and trace.pid in (os.getpid(), threading.get_native_id()) and trace.on_cpu is not None
+            and not trace.frames and len(trace.diagnostics) == 1)
+
+
 def task_traces(prog: drgn.Program, found: FoundTasks,
                 progress: Optional[Callable[[str, int, int], None]] = None) -> Tuple[List[TaskTrace],
                                                                                     List[Diagnostic]]:
@@ -654,6 +666,9 @@ def task_traces(prog: drgn.Program, found: FoundTasks,
             # An idle task running on its CPU, in a dump that saved no registers for that CPU
             # (a QMP capture of an idle guest), is in the idle loop: there is no stack to
             # unwind. It is listed with its ret_stack, and nothing is missing from the report.
+            trace.diagnostics = []
+        elif _reader_itself(prog, trace):
+            # lpdebug's own reading thread: listed (the kernel counts it), nothing missing
             trace.diagnostics = []
         traces.append(trace)
     if progress is not None:

@@ -31,7 +31,7 @@ say "triage exit $(cat $O/triage.rc)"
 BT=$(pid_of lpd_lp_victim)
 echo $BT > $O/bt.pid
 t0=$(up)
-lpdebug bt --json $BT > $O/bt.json 2> $O/bt.err
+lpdebug bt -k --json $BT > $O/bt.json 2> $O/bt.err
 echo $? > $O/bt.rc
 echo "bt $t0 $(up)" >> $O/timings
 # drgn's REPL (it wants a terminal): %lptriage typed into `drgn -k` on a pseudo-terminal
