@@ -612,10 +612,13 @@ def _reader_itself(prog: drgn.Program, trace: TaskTrace) -> bool:
     # On the running kernel (-k, /proc/kcore) the task list holds the thread running this code. It is
     # on a CPU while it reads, so the kernel saved no registers to unwind it from (drgn: "cannot unwind
     # stack of running task"); its stack is lpdebug's own, not kernel state under study.
+    if (trace.pid not in (os.getpid(), threading.get_native_id()) or trace.on_cpu is None or trace.frames
+            or len(trace.diagnostics) != 1):
+        return False
     local = getattr(drgn.ProgramFlags, "IS_LOCAL", None)
-    return (local is not None and bool(prog.flags & local) and bool(prog.flags & drgn.ProgramFlags.IS_LIVE)
-            and trace.pid in (os.getpid(), threading.get_native_id()) and trace.on_cpu is not None
-            and not trace.frames and len(trace.diagnostics) == 1)
+    flags = getattr(prog, "flags", None)
+    return (isinstance(flags, drgn.ProgramFlags) and local is not None and bool(flags & local)
+            and bool(flags & drgn.ProgramFlags.IS_LIVE))
 
 
 def task_traces(prog: drgn.Program, found: FoundTasks,
