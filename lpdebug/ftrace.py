@@ -7,15 +7,19 @@ in ``include/linux/ftrace.h``, so the kernel's own values are read from the
 debug info when it has them; otherwise a table chosen from type facts is
 used (see :func:`ops_flag_bits`, :func:`record_flag_bits`).
 
-Records are read in bulk: one ``prog.read`` per ``ftrace_page`` and
-``struct.unpack`` over it, then names through the :class:`Symbolizer`
-(bisect), which is what makes a full 12,000-record table cheap.
+Records are read in bulk: one ``prog.read`` per ``ftrace_page``, an array of
+words sliced over them, then names through the :class:`Symbolizer` in one pass
+over the records and the symbol table, which is what makes a full table of
+tens of thousands of records cheap.
 """
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 import time
+from itertools import compress
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import drgn
@@ -368,27 +372,46 @@ def _for_each_ftrace_page(prog: drgn.Program, diagnostics: List[Diagnostic]) -> 
         diagnostics.append(from_exception(STAGE, "ftrace pages: a page (the walk stopped there) is", e))
 
 
-def _record_struct(prog: drgn.Program) -> Tuple[struct.Struct, int, bool]:
+def _record_layout(prog: drgn.Program) -> Tuple[int, int, int, int, bool]:
     """
-    A Struct that unpacks (ip, flags) from one ``struct dyn_ftrace`` (offsets
-    and size from the debug info), the record size, and whether flags come
-    before ip in it.
+    The layout of one ``struct dyn_ftrace`` (from the debug info): its size,
+    the offsets of ip and flags, the word size, and whether it is little-endian.
     """
     rec_type = prog.type("struct dyn_ftrace")
-    size = drgn.sizeof(rec_type)
-    ip_off = drgn.offsetof(rec_type, "ip")
-    flags_off = drgn.offsetof(rec_type, "flags")
-    word = drgn.sizeof(prog.type("unsigned long"))
+    return (drgn.sizeof(rec_type), drgn.offsetof(rec_type, "ip"), drgn.offsetof(rec_type, "flags"),
+            drgn.sizeof(prog.type("unsigned long")), kernel.is_little_endian(prog))
+
+
+def _decode_records(blob: bytes, layout: Tuple[int, int, int, int, bool]) -> Tuple[List[int], List[int]]:
+    """
+    The ips and the flags of the records packed in ``blob``. When both are
+    whole words of a record a whole number of words long (every kernel here:
+    ip, flags, then the arch part), the blob is read as one array of words
+    and sliced with a stride, in C; otherwise one ``struct.unpack`` a record.
+    """
+    size, ip_off, flags_off, word, little = layout
+    typecode = {8: "Q", 4: "I"}.get(word)
+    if (typecode is not None and array.array(typecode).itemsize == word
+            and size % word == 0 and ip_off % word == 0 and flags_off % word == 0):
+        words = array.array(typecode)
+        words.frombytes(blob[:len(blob) - len(blob) % size])
+        if little != (sys.byteorder == "little"):
+            words.byteswap()
+        stride = size // word
+        return words[ip_off // word::stride].tolist(), words[flags_off // word::stride].tolist()
     code = "Q" if word == 8 else "I"
-    order = "<" if kernel.is_little_endian(prog) else ">"
-    first, second = sorted((ip_off, flags_off))
-    fmt = f"{order}{first}x{code}{second - first - word}x{code}{size - second - word}x"
-    return struct.Struct(fmt), size, flags_off < ip_off
+    rec = struct.Struct(f"{'<' if little else '>'}{size}s")
+    ip_at = struct.Struct(f"{'<' if little else '>'}{ip_off}x{code}")
+    flags_at = struct.Struct(f"{'<' if little else '>'}{flags_off}x{code}")
+    records = [r for (r,) in rec.iter_unpack(blob[:len(blob) - len(blob) % size])]
+    return ([ip_at.unpack_from(r)[0] for r in records], [flags_at.unpack_from(r)[0] for r in records])
 
 
-def _raw_records(prog: drgn.Program, diagnostics: List[Diagnostic], timings: Dict[str, float]) -> List[Tuple[int, int]]:
-    """(ip, flags) of every record, page by page."""
-    rec, size, flags_first = _record_struct(prog)
+def _raw_records(prog: drgn.Program, diagnostics: List[Diagnostic],
+                 timings: Dict[str, float]) -> Tuple[List[int], List[int]]:
+    """The ips and the flags of every record, page by page, in the kernel's order."""
+    layout = _record_layout(prog)
+    size = layout[0]
     pages = []
     t0 = time.perf_counter()
     for page in _for_each_ftrace_page(prog, diagnostics):
@@ -410,15 +433,10 @@ def _raw_records(prog: drgn.Program, diagnostics: List[Diagnostic], timings: Dic
         except drgn.FaultError as e:
             diagnostics.append(from_exception(STAGE, f"records of ftrace page {page_addr:#x}", e, records))
     t1 = time.perf_counter()
-    result: List[Tuple[int, int]] = []
-    for blob in blobs:
-        if flags_first:
-            result.extend((ip, flags) for flags, ip in rec.iter_unpack(blob))
-        else:
-            result.extend(rec.iter_unpack(blob))
+    ips, flags = _decode_records(b"".join(blobs), layout)
     timings["read"] = timings.get("read", 0.0) + (t1 - t0)
     timings["decode"] = timings.get("decode", 0.0) + (time.perf_counter() - t1)
-    return result
+    return ips, flags
 
 
 def _ops_matcher(ops_sets: Sequence[Tuple[int, Set[int], Set[int]]]):  # type: ignore[no-untyped-def]
@@ -434,10 +452,15 @@ def _ops_matcher(ops_sets: Sequence[Tuple[int, Set[int], Set[int]]]):  # type: i
     for addr, filt, notrace in ops_sets:
         for ip in filt:
             by_ip.setdefault(ip, []).append((addr, notrace))
-    constant = None if any(nt for _, nt in unfiltered) else [addr for addr, _ in unfiltered]
+    # Every ip outside all notrace hashes and all filters gets the same ops:
+    # the unfiltered ones. Only the few others are worked out one by one.
+    everywhere = [addr for addr, _ in unfiltered]
+    special = set(by_ip).union(*(nt for _, nt in unfiltered))
 
     def match(ip: int) -> List[int]:
-        found = list(constant) if constant is not None else [a for a, nt in unfiltered if ip not in nt]
+        if ip not in special:
+            return list(everywhere)
+        found = [a for a, nt in unfiltered if ip not in nt]
         extra = by_ip.get(ip)
         if extra:
             found.extend(a for a, nt in extra if ip not in nt)
@@ -468,15 +491,16 @@ def ftrace_records(
     times = timings if timings is not None else {}
     if not kernel.has_type(prog, "struct dyn_ftrace"):
         return []
-    raw = _raw_records(prog, errs, times)
-    times["count"] = len(raw)
+    ips, flags_of = _raw_records(prog, errs, times)
+    times["count"] = len(ips)
 
     t0 = time.perf_counter()
     bits = record_flag_bits(prog)
     shift = refcount_shift(prog)
     ref_mask = (1 << shift) - 1
     enabled_mask = bits.get("ENABLED", 0)
-    selected = raw if all_records else [(ip, flags) for ip, flags in raw if flags]
+    if not all_records:
+        ips, flags_of = list(compress(ips, flags_of)), list(compress(flags_of, flags_of))
     decoded: Dict[int, List[str]] = {}
     t1 = time.perf_counter()
 
@@ -495,18 +519,17 @@ def ftrace_records(
     ]
     attached = _ops_matcher(ops_sets)
     result = []
-    nearest = sym.nearest
-    for ip, flags in selected:
+    module_of = sym.module_of
+    for ip, flags, info in zip(ips, flags_of, sym.nearest_each(ips)):
         names = decoded.get(flags & ~ref_mask)
         if names is None:
             names = decoded[flags & ~ref_mask] = decode_flags(flags & ~ref_mask, bits)
-        info = nearest(ip)
         past_end = info is not None and info.offset > info.size
         result.append(FtraceRecord(
             ip=ip,
             symbol=info.name if info and not past_end else None,
             past_end_of=info.name if info is not None and past_end else None,
-            module=info.module if info else sym.module_of(ip),
+            module=info.module if info else module_of(ip),
             flags=list(names),  # not shared between records
             flags_raw=flags,
             refcount=flags & ref_mask,
