@@ -20,7 +20,7 @@ import struct
 import sys
 import time
 from itertools import compress
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Protocol, Sequence, Set, Tuple
 
 import drgn
 
@@ -33,6 +33,10 @@ __all__ = (
     "for_each_ftrace_ops",
     "ftrace_ops",
     "ftrace_records",
+    "RecordTable",
+    "record_table",
+    "build_records",
+    "read_ftrace_state",
     "ftrace_state",
     "ops_flag_bits",
     "record_flag_bits",
@@ -470,6 +474,113 @@ def _ops_matcher(ops_sets: Sequence[Tuple[int, Set[int], Set[int]]]):  # type: i
     return match
 
 
+class RecordFilter(Protocol):
+    """Which records :func:`build_records` builds (see lpdebug.notable.NotableRecordFilter)."""
+
+    def candidates(self, ips: Sequence[int], flags: Sequence[int]) -> List[int]:
+        """Indexes of the records that may be kept, whatever their ops: a superset, asked first."""
+
+    def __call__(self, ip: int, flags: int, attached: List[int]) -> bool:
+        """Whether the record with raw ``flags`` and ``attached`` ops is kept."""
+
+
+class RecordTable(NamedTuple):
+    """The dyn_ftrace records as read, in the kernel's order: ips and raw flags."""
+
+    ips: List[int]
+    flags: List[int]
+
+
+def record_table(prog: drgn.Program, diagnostics: Optional[List[Diagnostic]] = None,
+                 timings: Optional[Dict[str, float]] = None) -> RecordTable:
+    """
+    Every dyn_ftrace record of the kernel, read and decoded but neither named
+    nor matched to ops: :func:`build_records` makes :class:`FtraceRecord` of
+    those a report shows.
+    """
+    errs = diagnostics if diagnostics is not None else []
+    times = timings if timings is not None else {}
+    if not kernel.has_type(prog, "struct dyn_ftrace"):
+        return RecordTable([], [])
+    ips, flags = _raw_records(prog, errs, times)
+    times["count"] = len(ips)
+    return RecordTable(ips, flags)
+
+
+def build_records(
+    prog: drgn.Program,
+    table: RecordTable,
+    all_records: bool = False,
+    *,
+    ops: Sequence[FtraceOps],
+    keep: Optional[RecordFilter] = None,
+    timings: Optional[Dict[str, float]] = None,
+) -> List[FtraceRecord]:
+    """
+    :class:`FtraceRecord` of the records of ``table``, in its order: those
+    whose flags are not 0, or every one with ``all_records``, and of those
+    only the ones ``keep`` accepts when given. Only the records kept are
+    named. ``ops`` are the :func:`ftrace_ops` of the same kernel. Reads
+    nothing from the target beyond the symbol table.
+    """
+    times = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    bits = record_flag_bits(prog)
+    shift = refcount_shift(prog)
+    ref_mask = (1 << shift) - 1
+    enabled_mask = bits.get("ENABLED", 0)
+    ips, flags_of = table
+    if not all_records:
+        ips, flags_of = list(compress(ips, flags_of)), list(compress(flags_of, flags_of))
+    ops_bits = ops_flag_bits(prog)
+    # A record's reference count counts every ENABLED ops whose hashes select
+    # it (__ftrace_hash_rec_update(), kernel/trace/ftrace.c, 5.10.223 and
+    # 6.12.117), STUB ops included: 5.10's function-graph graph_ops is a STUB
+    # (fgraph.c) and holds a reference on every record it traces.
+    ops_sets = [
+        (o.address, set(o.filter), set(o.notrace)) for o in ops
+        if o.flags_raw & ops_bits.get("ENABLED", 0)
+    ]
+    attached = _ops_matcher(ops_sets)
+    if keep is not None:
+        maybe = keep.candidates(ips, flags_of)
+        ips = [ips[i] for i in maybe]
+        flags_of = [flags_of[i] for i in maybe]
+    attached_ops = [attached(ip) if flags & enabled_mask else [] for ip, flags in zip(ips, flags_of)]
+    if keep is not None:
+        kept = [i for i, (ip, flags, on) in enumerate(zip(ips, flags_of, attached_ops)) if keep(ip, flags, on)]
+        ips = [ips[i] for i in kept]
+        flags_of = [flags_of[i] for i in kept]
+        attached_ops = [attached_ops[i] for i in kept]
+    t1 = time.perf_counter()
+
+    sym = Symbolizer(prog)
+    t2 = time.perf_counter()
+    decoded: Dict[int, List[str]] = {}
+    result = []
+    module_of = sym.module_of
+    for ip, flags, on, info in zip(ips, flags_of, attached_ops, sym.nearest_each(ips)):
+        names = decoded.get(flags & ~ref_mask)
+        if names is None:
+            names = decoded[flags & ~ref_mask] = decode_flags(flags & ~ref_mask, bits)
+        past_end = info is not None and info.offset > info.size
+        result.append(FtraceRecord(
+            ip=ip,
+            symbol=info.name if info and not past_end else None,
+            past_end_of=info.name if info is not None and past_end else None,
+            module=info.module if info else module_of(ip),
+            flags=list(names),  # not shared between records
+            flags_raw=flags,
+            refcount=flags & ref_mask,
+            ops=on,
+        ))
+    t3 = time.perf_counter()
+    times["select_and_ops"] = times.get("select_and_ops", 0.0) + (t1 - t0)
+    times["symbolizer_build"] = times.get("symbolizer_build", 0.0) + (t2 - t1)
+    times["name"] = times.get("name", 0.0) + (t3 - t2)
+    return result
+
+
 def ftrace_records(
     prog: drgn.Program,
     all_records: bool = False,
@@ -485,77 +596,44 @@ def ftrace_records(
     otherwise changed); ``all_records`` gives every record. Each enabled
     record lists the enabled ftrace_ops whose hashes select its ip. Pass
     ``ops`` to reuse an :func:`ftrace_ops` result, and a ``timings`` dict to
-    get seconds spent reading, decoding, naming and matching ops.
+    get seconds spent reading, decoding, selecting, matching ops and naming.
     """
     errs = diagnostics if diagnostics is not None else []
-    times = timings if timings is not None else {}
     if not kernel.has_type(prog, "struct dyn_ftrace"):
         return []
-    ips, flags_of = _raw_records(prog, errs, times)
-    times["count"] = len(ips)
-
-    t0 = time.perf_counter()
-    bits = record_flag_bits(prog)
-    shift = refcount_shift(prog)
-    ref_mask = (1 << shift) - 1
-    enabled_mask = bits.get("ENABLED", 0)
-    if not all_records:
-        ips, flags_of = list(compress(ips, flags_of)), list(compress(flags_of, flags_of))
-    decoded: Dict[int, List[str]] = {}
-    t1 = time.perf_counter()
-
-    sym = Symbolizer(prog)
-    t2 = time.perf_counter()
+    table = record_table(prog, errs, timings)
     if ops is None:
         ops = ftrace_ops(prog, errs)
-    ops_bits = ops_flag_bits(prog)
-    # A record's reference count counts every ENABLED ops whose hashes select
-    # it (__ftrace_hash_rec_update(), kernel/trace/ftrace.c, 5.10.223 and
-    # 6.12.117), STUB ops included: 5.10's function-graph graph_ops is a STUB
-    # (fgraph.c) and holds a reference on every record it traces.
-    ops_sets = [
-        (o.address, set(o.filter), set(o.notrace)) for o in ops
-        if o.flags_raw & ops_bits.get("ENABLED", 0)
-    ]
-    attached = _ops_matcher(ops_sets)
-    result = []
-    module_of = sym.module_of
-    for ip, flags, info in zip(ips, flags_of, sym.nearest_each(ips)):
-        names = decoded.get(flags & ~ref_mask)
-        if names is None:
-            names = decoded[flags & ~ref_mask] = decode_flags(flags & ~ref_mask, bits)
-        past_end = info is not None and info.offset > info.size
-        result.append(FtraceRecord(
-            ip=ip,
-            symbol=info.name if info and not past_end else None,
-            past_end_of=info.name if info is not None and past_end else None,
-            module=info.module if info else module_of(ip),
-            flags=list(names),  # not shared between records
-            flags_raw=flags,
-            refcount=flags & ref_mask,
-            ops=attached(ip) if flags & enabled_mask else [],
-        ))
-    t3 = time.perf_counter()
-    times["select"] = times.get("select", 0.0) + (t1 - t0)
-    times["symbolizer_build"] = times.get("symbolizer_build", 0.0) + (t2 - t1)
-    times["name_and_ops"] = times.get("name_and_ops", 0.0) + (t3 - t2)
-    return result
+    return build_records(prog, table, all_records, ops=ops, timings=timings)
 
 
-def ftrace_state(prog: drgn.Program, all_records: bool = False) -> FtraceState:
-    """Ops and records together; problems in ``diagnostics``, never an exception."""
+def read_ftrace_state(prog: drgn.Program) -> Tuple[FtraceState, RecordTable]:
+    """
+    The reading part of :func:`ftrace_state`: ops, the record count and what
+    could not be read, with ``records`` left empty, and the records as read,
+    for :func:`build_records` to make the ones a report shows.
+    """
     state = FtraceState()
+    table = RecordTable([], [])
     if not kernel.has_type(prog, "struct ftrace_ops"):
         state.unavailable = "the kernel has no ftrace (no struct ftrace_ops)"
-        return state
+        return state, table
     if not kernel.has_type(prog, "struct dyn_ftrace"):
         state.unavailable = "the kernel has no dynamic ftrace (no struct dyn_ftrace): no records"
     try:
         state.ops = ftrace_ops(prog, state.diagnostics)
-        timings: Dict[str, float] = {}
-        state.records = ftrace_records(prog, all_records, ops=state.ops,
-                                       diagnostics=state.diagnostics, timings=timings)
-        state.total_records = int(timings.get("count", 0))
+        table = record_table(prog, state.diagnostics)
+        state.total_records = len(table.ips)
+    except (drgn.FaultError, LookupError) as e:
+        state.diagnostics.append(from_exception(STAGE, "ftrace state", e))
+    return state, table
+
+
+def ftrace_state(prog: drgn.Program, all_records: bool = False) -> FtraceState:
+    """Ops and records together; problems in ``diagnostics``, never an exception."""
+    state, table = read_ftrace_state(prog)
+    try:
+        state.records = build_records(prog, table, all_records, ops=state.ops)
     except (drgn.FaultError, LookupError) as e:
         state.diagnostics.append(from_exception(STAGE, "ftrace state", e))
     return state
