@@ -20,7 +20,7 @@ import struct
 import sys
 import time
 from itertools import compress
-from typing import Dict, Iterator, List, NamedTuple, Optional, Protocol, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Literal, NamedTuple, Optional, Protocol, Sequence, Set, Tuple
 
 import drgn
 
@@ -386,33 +386,40 @@ def _record_layout(prog: drgn.Program) -> Tuple[int, int, int, int, bool]:
             drgn.sizeof(prog.type("unsigned long")), kernel.is_little_endian(prog))
 
 
-def _decode_records(blob: bytes, layout: Tuple[int, int, int, int, bool]) -> Tuple[List[int], List[int]]:
+def _decode_records(blob: bytes,
+                    layout: Tuple[int, int, int, int, bool]) -> Tuple[Sequence[int], Sequence[int]]:
     """
     The ips and the flags of the records packed in ``blob``. When both are
     whole words of a record a whole number of words long (every kernel here:
-    ip, flags, then the arch part), the blob is read as one array of words
-    and sliced with a stride, in C; otherwise one ``struct.unpack`` a record.
+    ip, flags, then the arch part), they are strided views of ``blob`` read
+    as words: nothing is copied or turned into Python ints until used, and a
+    report uses few. Otherwise (another byte order than this machine's, or
+    odd offsets) they are copied out.
     """
     size, ip_off, flags_off, word, little = layout
-    typecode = {8: "Q", 4: "I"}.get(word)
+    blob = blob[:len(blob) - len(blob) % size]
+    typecode: Optional[Literal["Q", "I"]] = "Q" if word == 8 else "I" if word == 4 else None
     if (typecode is not None and array.array(typecode).itemsize == word
             and size % word == 0 and ip_off % word == 0 and flags_off % word == 0):
-        words = array.array(typecode)
-        words.frombytes(blob[:len(blob) - len(blob) % size])
-        if little != (sys.byteorder == "little"):
-            words.byteswap()
         stride = size // word
-        return words[ip_off // word::stride].tolist(), words[flags_off // word::stride].tolist()
+        if little == (sys.byteorder == "little"):
+            words: Sequence[int] = memoryview(blob).cast(typecode)
+        else:
+            swapped = array.array(typecode)
+            swapped.frombytes(blob)
+            swapped.byteswap()
+            words = swapped
+        return words[ip_off // word::stride], words[flags_off // word::stride]
     code = "Q" if word == 8 else "I"
     rec = struct.Struct(f"{'<' if little else '>'}{size}s")
     ip_at = struct.Struct(f"{'<' if little else '>'}{ip_off}x{code}")
     flags_at = struct.Struct(f"{'<' if little else '>'}{flags_off}x{code}")
-    records = [r for (r,) in rec.iter_unpack(blob[:len(blob) - len(blob) % size])]
+    records = [r for (r,) in rec.iter_unpack(blob)]
     return ([ip_at.unpack_from(r)[0] for r in records], [flags_at.unpack_from(r)[0] for r in records])
 
 
 def _raw_records(prog: drgn.Program, diagnostics: List[Diagnostic],
-                 timings: Dict[str, float]) -> Tuple[List[int], List[int]]:
+                 timings: Dict[str, float]) -> Tuple[Sequence[int], Sequence[int]]:
     """The ips and the flags of every record, page by page, in the kernel's order."""
     layout = _record_layout(prog)
     size = layout[0]
@@ -487,8 +494,8 @@ class RecordFilter(Protocol):
 class RecordTable(NamedTuple):
     """The dyn_ftrace records as read, in the kernel's order: ips and raw flags."""
 
-    ips: List[int]
-    flags: List[int]
+    ips: Sequence[int]
+    flags: Sequence[int]
 
 
 def record_table(prog: drgn.Program, diagnostics: Optional[List[Diagnostic]] = None,
@@ -530,6 +537,10 @@ def build_records(
     ref_mask = (1 << shift) - 1
     enabled_mask = bits.get("ENABLED", 0)
     ips, flags_of = table
+    if keep is not None:  # first: it looks at the whole table at once, and keeps few
+        maybe = keep.candidates(ips, flags_of)
+        ips = [ips[i] for i in maybe]
+        flags_of = [flags_of[i] for i in maybe]
     if not all_records:
         ips, flags_of = list(compress(ips, flags_of)), list(compress(flags_of, flags_of))
     ops_bits = ops_flag_bits(prog)
@@ -542,10 +553,6 @@ def build_records(
         if o.flags_raw & ops_bits.get("ENABLED", 0)
     ]
     attached = _ops_matcher(ops_sets)
-    if keep is not None:
-        maybe = keep.candidates(ips, flags_of)
-        ips = [ips[i] for i in maybe]
-        flags_of = [flags_of[i] for i in maybe]
     attached_ops = [attached(ip) if flags & enabled_mask else [] for ip, flags in zip(ips, flags_of)]
     if keep is not None:
         kept = [i for i, (ip, flags, on) in enumerate(zip(ips, flags_of, attached_ops)) if keep(ip, flags, on)]
