@@ -25,14 +25,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from drgn.helpers.linux.pid import for_each_task  # noqa: E402
 
-from lpdebug import dumpfile, target, triage  # noqa: E402
+from lpdebug import dumpfile, report, schema, target  # noqa: E402
 
 
 def measure(s):
     t0 = time.perf_counter()
     prog = target.open_vmcore(s["vmcore"], [s["vmlinux"], *s["modules"]], default_debug_info=False)
     t1 = time.perf_counter()
-    result = triage.triage(prog, all_records=True)
+    result = report.triage(prog, all_records=True)
     t2 = time.perf_counter()
     frames = 0
     for task in for_each_task(prog):
@@ -58,7 +58,7 @@ def measure(s):
         "findings": len(result.findings),
         "excluded": dump.excluded_pages if dump else 0,
         "filtered": len(filtered),
-        "json": triage.dumps(result),
+        "json": schema.dumps(result),
     }
 
 

@@ -100,7 +100,9 @@ class _FrameLayout:
     retp: Optional[int]  # None: the kernel records no retp (powerpc <= 5.3)
 
 
+@kernel.cached
 def _frame_layout(prog: drgn.Program) -> _FrameLayout:
+    # asked once a task: a fact of the program
     frame_type = prog.type("struct ftrace_ret_stack")
     retp = drgn.offsetof(frame_type, "retp") if frame_type.has_member("retp") else None
     return _FrameLayout(

@@ -7,16 +7,20 @@ in ``include/linux/ftrace.h``, so the kernel's own values are read from the
 debug info when it has them; otherwise a table chosen from type facts is
 used (see :func:`ops_flag_bits`, :func:`record_flag_bits`).
 
-Records are read in bulk: one ``prog.read`` per ``ftrace_page`` and
-``struct.unpack`` over it, then names through the :class:`Symbolizer`
-(bisect), which is what makes a full 12,000-record table cheap.
+Records are read in bulk: one ``prog.read`` per ``ftrace_page``, an array of
+words sliced over them, then names through the :class:`Symbolizer` in one pass
+over the records and the symbol table, which is what makes a full table of
+tens of thousands of records cheap.
 """
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 import time
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from itertools import compress
+from typing import Dict, Iterator, List, Literal, NamedTuple, Optional, Protocol, Sequence, Set, Tuple
 
 import drgn
 
@@ -29,6 +33,10 @@ __all__ = (
     "for_each_ftrace_ops",
     "ftrace_ops",
     "ftrace_records",
+    "RecordTable",
+    "record_table",
+    "build_records",
+    "read_ftrace_state",
     "ftrace_state",
     "ops_flag_bits",
     "record_flag_bits",
@@ -368,27 +376,53 @@ def _for_each_ftrace_page(prog: drgn.Program, diagnostics: List[Diagnostic]) -> 
         diagnostics.append(from_exception(STAGE, "ftrace pages: a page (the walk stopped there) is", e))
 
 
-def _record_struct(prog: drgn.Program) -> Tuple[struct.Struct, int, bool]:
+def _record_layout(prog: drgn.Program) -> Tuple[int, int, int, int, bool]:
     """
-    A Struct that unpacks (ip, flags) from one ``struct dyn_ftrace`` (offsets
-    and size from the debug info), the record size, and whether flags come
-    before ip in it.
+    The layout of one ``struct dyn_ftrace`` (from the debug info): its size,
+    the offsets of ip and flags, the word size, and whether it is little-endian.
     """
     rec_type = prog.type("struct dyn_ftrace")
-    size = drgn.sizeof(rec_type)
-    ip_off = drgn.offsetof(rec_type, "ip")
-    flags_off = drgn.offsetof(rec_type, "flags")
-    word = drgn.sizeof(prog.type("unsigned long"))
+    return (drgn.sizeof(rec_type), drgn.offsetof(rec_type, "ip"), drgn.offsetof(rec_type, "flags"),
+            drgn.sizeof(prog.type("unsigned long")), kernel.is_little_endian(prog))
+
+
+def _decode_records(blob: bytes,
+                    layout: Tuple[int, int, int, int, bool]) -> Tuple[Sequence[int], Sequence[int]]:
+    """
+    The ips and the flags of the records packed in ``blob``. When both are
+    whole words of a record a whole number of words long (every kernel here:
+    ip, flags, then the arch part), they are strided views of ``blob`` read
+    as words: nothing is copied or turned into Python ints until used, and a
+    report uses few. Otherwise (another byte order than this machine's, or
+    odd offsets) they are copied out.
+    """
+    size, ip_off, flags_off, word, little = layout
+    blob = blob[:len(blob) - len(blob) % size]
+    typecode: Optional[Literal["Q", "I"]] = "Q" if word == 8 else "I" if word == 4 else None
+    if (typecode is not None and array.array(typecode).itemsize == word
+            and size % word == 0 and ip_off % word == 0 and flags_off % word == 0):
+        stride = size // word
+        if little == (sys.byteorder == "little"):
+            words: Sequence[int] = memoryview(blob).cast(typecode)
+        else:
+            swapped = array.array(typecode)
+            swapped.frombytes(blob)
+            swapped.byteswap()
+            words = swapped
+        return words[ip_off // word::stride], words[flags_off // word::stride]
     code = "Q" if word == 8 else "I"
-    order = "<" if kernel.is_little_endian(prog) else ">"
-    first, second = sorted((ip_off, flags_off))
-    fmt = f"{order}{first}x{code}{second - first - word}x{code}{size - second - word}x"
-    return struct.Struct(fmt), size, flags_off < ip_off
+    rec = struct.Struct(f"{'<' if little else '>'}{size}s")
+    ip_at = struct.Struct(f"{'<' if little else '>'}{ip_off}x{code}")
+    flags_at = struct.Struct(f"{'<' if little else '>'}{flags_off}x{code}")
+    records = [r for (r,) in rec.iter_unpack(blob)]
+    return ([ip_at.unpack_from(r)[0] for r in records], [flags_at.unpack_from(r)[0] for r in records])
 
 
-def _raw_records(prog: drgn.Program, diagnostics: List[Diagnostic], timings: Dict[str, float]) -> List[Tuple[int, int]]:
-    """(ip, flags) of every record, page by page."""
-    rec, size, flags_first = _record_struct(prog)
+def _raw_records(prog: drgn.Program, diagnostics: List[Diagnostic],
+                 timings: Dict[str, float]) -> Tuple[Sequence[int], Sequence[int]]:
+    """The ips and the flags of every record, page by page, in the kernel's order."""
+    layout = _record_layout(prog)
+    size = layout[0]
     pages = []
     t0 = time.perf_counter()
     for page in _for_each_ftrace_page(prog, diagnostics):
@@ -410,15 +444,10 @@ def _raw_records(prog: drgn.Program, diagnostics: List[Diagnostic], timings: Dic
         except drgn.FaultError as e:
             diagnostics.append(from_exception(STAGE, f"records of ftrace page {page_addr:#x}", e, records))
     t1 = time.perf_counter()
-    result: List[Tuple[int, int]] = []
-    for blob in blobs:
-        if flags_first:
-            result.extend((ip, flags) for flags, ip in rec.iter_unpack(blob))
-        else:
-            result.extend(rec.iter_unpack(blob))
+    ips, flags = _decode_records(b"".join(blobs), layout)
     timings["read"] = timings.get("read", 0.0) + (t1 - t0)
     timings["decode"] = timings.get("decode", 0.0) + (time.perf_counter() - t1)
-    return result
+    return ips, flags
 
 
 def _ops_matcher(ops_sets: Sequence[Tuple[int, Set[int], Set[int]]]):  # type: ignore[no-untyped-def]
@@ -434,10 +463,15 @@ def _ops_matcher(ops_sets: Sequence[Tuple[int, Set[int], Set[int]]]):  # type: i
     for addr, filt, notrace in ops_sets:
         for ip in filt:
             by_ip.setdefault(ip, []).append((addr, notrace))
-    constant = None if any(nt for _, nt in unfiltered) else [addr for addr, _ in unfiltered]
+    # Every ip outside all notrace hashes and all filters gets the same ops:
+    # the unfiltered ones. Only the few others are worked out one by one.
+    everywhere = [addr for addr, _ in unfiltered]
+    special = set(by_ip).union(*(nt for _, nt in unfiltered))
 
     def match(ip: int) -> List[int]:
-        found = list(constant) if constant is not None else [a for a, nt in unfiltered if ip not in nt]
+        if ip not in special:
+            return list(everywhere)
+        found = [a for a, nt in unfiltered if ip not in nt]
         extra = by_ip.get(ip)
         if extra:
             found.extend(a for a, nt in extra if ip not in nt)
@@ -445,6 +479,113 @@ def _ops_matcher(ops_sets: Sequence[Tuple[int, Set[int], Set[int]]]):  # type: i
         return found
 
     return match
+
+
+class RecordFilter(Protocol):
+    """Which records :func:`build_records` builds (see lpdebug.notable.NotableRecordFilter)."""
+
+    def candidates(self, ips: Sequence[int], flags: Sequence[int]) -> List[int]:
+        """Indexes of the records that may be kept, whatever their ops: a superset, asked first."""
+
+    def __call__(self, ip: int, flags: int, attached: List[int]) -> bool:
+        """Whether the record with raw ``flags`` and ``attached`` ops is kept."""
+
+
+class RecordTable(NamedTuple):
+    """The dyn_ftrace records as read, in the kernel's order: ips and raw flags."""
+
+    ips: Sequence[int]
+    flags: Sequence[int]
+
+
+def record_table(prog: drgn.Program, diagnostics: Optional[List[Diagnostic]] = None,
+                 timings: Optional[Dict[str, float]] = None) -> RecordTable:
+    """
+    Every dyn_ftrace record of the kernel, read and decoded but neither named
+    nor matched to ops: :func:`build_records` makes :class:`FtraceRecord` of
+    those a report shows.
+    """
+    errs = diagnostics if diagnostics is not None else []
+    times = timings if timings is not None else {}
+    if not kernel.has_type(prog, "struct dyn_ftrace"):
+        return RecordTable([], [])
+    ips, flags = _raw_records(prog, errs, times)
+    times["count"] = len(ips)
+    return RecordTable(ips, flags)
+
+
+def build_records(
+    prog: drgn.Program,
+    table: RecordTable,
+    all_records: bool = False,
+    *,
+    ops: Sequence[FtraceOps],
+    keep: Optional[RecordFilter] = None,
+    timings: Optional[Dict[str, float]] = None,
+) -> List[FtraceRecord]:
+    """
+    :class:`FtraceRecord` of the records of ``table``, in its order: those
+    whose flags are not 0, or every one with ``all_records``, and of those
+    only the ones ``keep`` accepts when given. Only the records kept are
+    named. ``ops`` are the :func:`ftrace_ops` of the same kernel. Reads
+    nothing from the target beyond the symbol table.
+    """
+    times = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    bits = record_flag_bits(prog)
+    shift = refcount_shift(prog)
+    ref_mask = (1 << shift) - 1
+    enabled_mask = bits.get("ENABLED", 0)
+    ips, flags_of = table
+    if keep is not None:  # first: it looks at the whole table at once, and keeps few
+        maybe = keep.candidates(ips, flags_of)
+        ips = [ips[i] for i in maybe]
+        flags_of = [flags_of[i] for i in maybe]
+    if not all_records:
+        ips, flags_of = list(compress(ips, flags_of)), list(compress(flags_of, flags_of))
+    ops_bits = ops_flag_bits(prog)
+    # A record's reference count counts every ENABLED ops whose hashes select
+    # it (__ftrace_hash_rec_update(), kernel/trace/ftrace.c, 5.10.223 and
+    # 6.12.117), STUB ops included: 5.10's function-graph graph_ops is a STUB
+    # (fgraph.c) and holds a reference on every record it traces.
+    ops_sets = [
+        (o.address, set(o.filter), set(o.notrace)) for o in ops
+        if o.flags_raw & ops_bits.get("ENABLED", 0)
+    ]
+    attached = _ops_matcher(ops_sets)
+    attached_ops = [attached(ip) if flags & enabled_mask else [] for ip, flags in zip(ips, flags_of)]
+    if keep is not None:
+        kept = [i for i, (ip, flags, on) in enumerate(zip(ips, flags_of, attached_ops)) if keep(ip, flags, on)]
+        ips = [ips[i] for i in kept]
+        flags_of = [flags_of[i] for i in kept]
+        attached_ops = [attached_ops[i] for i in kept]
+    t1 = time.perf_counter()
+
+    sym = Symbolizer(prog)
+    t2 = time.perf_counter()
+    decoded: Dict[int, List[str]] = {}
+    result = []
+    module_of = sym.module_of
+    for ip, flags, on, info in zip(ips, flags_of, attached_ops, sym.nearest_each(ips)):
+        names = decoded.get(flags & ~ref_mask)
+        if names is None:
+            names = decoded[flags & ~ref_mask] = decode_flags(flags & ~ref_mask, bits)
+        past_end = info is not None and info.offset > info.size
+        result.append(FtraceRecord(
+            ip=ip,
+            symbol=info.name if info and not past_end else None,
+            past_end_of=info.name if info is not None and past_end else None,
+            module=info.module if info else module_of(ip),
+            flags=list(names),  # not shared between records
+            flags_raw=flags,
+            refcount=flags & ref_mask,
+            ops=on,
+        ))
+    t3 = time.perf_counter()
+    times["select_and_ops"] = times.get("select_and_ops", 0.0) + (t1 - t0)
+    times["symbolizer_build"] = times.get("symbolizer_build", 0.0) + (t2 - t1)
+    times["name"] = times.get("name", 0.0) + (t3 - t2)
+    return result
 
 
 def ftrace_records(
@@ -462,77 +603,44 @@ def ftrace_records(
     otherwise changed); ``all_records`` gives every record. Each enabled
     record lists the enabled ftrace_ops whose hashes select its ip. Pass
     ``ops`` to reuse an :func:`ftrace_ops` result, and a ``timings`` dict to
-    get seconds spent reading, decoding, naming and matching ops.
+    get seconds spent reading, decoding, selecting, matching ops and naming.
     """
     errs = diagnostics if diagnostics is not None else []
-    times = timings if timings is not None else {}
     if not kernel.has_type(prog, "struct dyn_ftrace"):
         return []
-    raw = _raw_records(prog, errs, times)
-    times["count"] = len(raw)
-
-    t0 = time.perf_counter()
-    bits = record_flag_bits(prog)
-    shift = refcount_shift(prog)
-    ref_mask = (1 << shift) - 1
-    enabled_mask = bits.get("ENABLED", 0)
-    selected = raw if all_records else [(ip, flags) for ip, flags in raw if flags]
-    decoded: Dict[int, List[str]] = {}
-    t1 = time.perf_counter()
-
-    sym = Symbolizer(prog)
-    t2 = time.perf_counter()
+    table = record_table(prog, errs, timings)
     if ops is None:
         ops = ftrace_ops(prog, errs)
-    ops_bits = ops_flag_bits(prog)
-    # A record's reference count counts every ENABLED ops whose hashes select
-    # it (__ftrace_hash_rec_update(), kernel/trace/ftrace.c, 5.10.223 and
-    # 6.12.117), STUB ops included: 5.10's function-graph graph_ops is a STUB
-    # (fgraph.c) and holds a reference on every record it traces.
-    ops_sets = [
-        (o.address, set(o.filter), set(o.notrace)) for o in ops
-        if o.flags_raw & ops_bits.get("ENABLED", 0)
-    ]
-    attached = _ops_matcher(ops_sets)
-    result = []
-    nearest = sym.nearest
-    for ip, flags in selected:
-        names = decoded.get(flags & ~ref_mask)
-        if names is None:
-            names = decoded[flags & ~ref_mask] = decode_flags(flags & ~ref_mask, bits)
-        info = nearest(ip)
-        past_end = info is not None and info.offset > info.size
-        result.append(FtraceRecord(
-            ip=ip,
-            symbol=info.name if info and not past_end else None,
-            past_end_of=info.name if info is not None and past_end else None,
-            module=info.module if info else sym.module_of(ip),
-            flags=list(names),  # not shared between records
-            flags_raw=flags,
-            refcount=flags & ref_mask,
-            ops=attached(ip) if flags & enabled_mask else [],
-        ))
-    t3 = time.perf_counter()
-    times["select"] = times.get("select", 0.0) + (t1 - t0)
-    times["symbolizer_build"] = times.get("symbolizer_build", 0.0) + (t2 - t1)
-    times["name_and_ops"] = times.get("name_and_ops", 0.0) + (t3 - t2)
-    return result
+    return build_records(prog, table, all_records, ops=ops, timings=timings)
 
 
-def ftrace_state(prog: drgn.Program, all_records: bool = False) -> FtraceState:
-    """Ops and records together; problems in ``diagnostics``, never an exception."""
+def read_ftrace_state(prog: drgn.Program) -> Tuple[FtraceState, RecordTable]:
+    """
+    The reading part of :func:`ftrace_state`: ops, the record count and what
+    could not be read, with ``records`` left empty, and the records as read,
+    for :func:`build_records` to make the ones a report shows.
+    """
     state = FtraceState()
+    table = RecordTable([], [])
     if not kernel.has_type(prog, "struct ftrace_ops"):
         state.unavailable = "the kernel has no ftrace (no struct ftrace_ops)"
-        return state
+        return state, table
     if not kernel.has_type(prog, "struct dyn_ftrace"):
         state.unavailable = "the kernel has no dynamic ftrace (no struct dyn_ftrace): no records"
     try:
         state.ops = ftrace_ops(prog, state.diagnostics)
-        timings: Dict[str, float] = {}
-        state.records = ftrace_records(prog, all_records, ops=state.ops,
-                                       diagnostics=state.diagnostics, timings=timings)
-        state.total_records = int(timings.get("count", 0))
+        table = record_table(prog, state.diagnostics)
+        state.total_records = len(table.ips)
+    except (drgn.FaultError, LookupError) as e:
+        state.diagnostics.append(from_exception(STAGE, "ftrace state", e))
+    return state, table
+
+
+def ftrace_state(prog: drgn.Program, all_records: bool = False) -> FtraceState:
+    """Ops and records together; problems in ``diagnostics``, never an exception."""
+    state, table = read_ftrace_state(prog)
+    try:
+        state.records = build_records(prog, table, all_records, ops=state.ops)
     except (drgn.FaultError, LookupError) as e:
         state.diagnostics.append(from_exception(STAGE, "ftrace state", e))
     return state

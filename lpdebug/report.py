@@ -36,7 +36,7 @@ from .model import (
     TriageResult,
     sort_key,
 )
-from .notable import notable_records
+from .notable import NotableRecordFilter
 from .summary import summarize
 
 __all__ = (
@@ -154,15 +154,38 @@ def _livepatch_state(prog: Any, diagnostics: List[Diagnostic]) -> LivepatchState
                     _object_address(prog, "klp_patches"))
 
 
-def _ftrace_state(prog: Any, all_records: bool, diagnostics: List[Diagnostic]) -> FtraceState:
+def _ftrace_state(prog: Any, diagnostics: List[Diagnostic]) -> Tuple[FtraceState, Any]:
+    # The ops and the records as read; FtraceRecords are built once the report
+    # knows which it shows (_ftrace_records).
     from . import ftrace
 
     return _settled(
         prog, "ftrace",
         lambda diags: _guarded(diags, "ftrace", "ftrace state",
-                               lambda: ftrace.ftrace_state(prog, all_records=all_records),
-                               FtraceState()),
-        lambda state: state.diagnostics, diagnostics, _object_address(prog, "ftrace_ops_list"))
+                               lambda: ftrace.read_ftrace_state(prog),
+                               (FtraceState(), ftrace.RecordTable([], []))),
+        lambda state_table: state_table[0].diagnostics, diagnostics,
+        _object_address(prog, "ftrace_ops_list"))
+
+
+def _ftrace_records(prog: Any, result: TriageResult, table: Any, all_records: bool,
+                    diagnostics: List[Diagnostic]) -> None:
+    # Every record with all_records; otherwise only the notable ones are built
+    # and named: with function_graph on, tens of thousands are enabled.
+    from . import ftrace
+
+    def build() -> List[Any]:
+        keep = None
+        if not all_records:
+            keep = NotableRecordFilter(result.ftrace.ops, result.livepatch, result.findings,
+                                         ftrace.record_flag_bits(prog))
+        records = ftrace.build_records(prog, table, all_records, ops=result.ftrace.ops, keep=keep)
+        return records if all_records else sorted(records, key=lambda r: r.ip)
+
+    if table.ips:
+        result.ftrace.records = _guarded(diagnostics, "ftrace", "ftrace records", build, [])
+    if not all_records:
+        result.ftrace.selection = "notable"
 
 
 def _enumerate_tasks(prog: Any, progress: Optional[Progress],
@@ -372,7 +395,7 @@ def triage(prog: Any, *, all_records: bool = False,
     stage("livepatch")
     result.livepatch = _livepatch_state(prog, diagnostics)
     stage("ftrace")
-    result.ftrace = _ftrace_state(prog, all_records, diagnostics)
+    result.ftrace, record_table = _ftrace_state(prog, diagnostics)
     mark("tasks")
     result.tasks, result.census = _enumerate_tasks(prog, progress, diagnostics)
     stage("tocs")
@@ -383,9 +406,7 @@ def triage(prog: Any, *, all_records: bool = False,
     _blocking_tasks(result, diagnostics)
     stage("checks")
     result.findings = _findings(prog, result, tocs, diagnostics)
-    if not all_records:
-        result.ftrace.records = notable_records(result.ftrace, result.livepatch, result.findings)
-        result.ftrace.selection = "notable"
+    _ftrace_records(prog, result, record_table, all_records, diagnostics)
     stage("kernel_log")
     log_lines = _kernel_log_lines(prog, result, diagnostics)
     diagnostics.extend(filtered_diagnostics(prog, filtered_marks))

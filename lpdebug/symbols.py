@@ -38,8 +38,7 @@ kernel/trace/ftrace.c). :meth:`Symbolizer.lookup` gives None there, and
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import drgn
 
@@ -52,8 +51,8 @@ _FACT_KEY = ("lpdebug.symbols", "Symbolizer")
 _IGNORED_KINDS = (drgn.SymbolKind.SECTION, drgn.SymbolKind.FILE)
 
 
-@dataclass(frozen=True)
-class SymbolInfo:
+class SymbolInfo(NamedTuple):
+    # A tuple, not a dataclass: a triage makes tens of thousands of them.
     name: str
     address: int  # start of the symbol
     size: int  # ELF size, or the distance to the next symbol when that is 0
@@ -258,6 +257,56 @@ class Symbolizer:
             offset=addr - start,
             module=region[2] if region else None,
         )
+
+    def nearest_each(self, addrs: Sequence[int]) -> List[Optional[SymbolInfo]]:
+        """
+        :meth:`nearest` of every address of ``addrs``, in their order, in one
+        merge pass over the addresses and the symbol table when the addresses
+        ascend (dyn_ftrace records do, page by page): each search starts at
+        the symbol the previous one found.
+        """
+        table = self._addrs
+        syms = self._syms
+        count = len(table)
+        vmlinux_start, vmlinux_end = self._vmlinux
+        region_of = self._region_of
+        bisect_right = bisect.bisect_right
+        result: List[Optional[SymbolInfo]] = []
+        append = result.append
+        lo = 0
+        previous = -1
+        for addr in addrs:
+            if addr < previous:
+                lo = 0
+            previous = addr
+            i = bisect_right(table, addr, lo) - 1
+            if i < 0:
+                append(None)
+                continue
+            lo = i
+            start = table[i]
+            sym = syms[i]
+            size = sym.size
+            # Images do not overlap: addr shares the symbol's image exactly
+            # when it lies within that image's bounds.
+            if vmlinux_start <= start < vmlinux_end:
+                image_start, image_end, module = vmlinux_start, vmlinux_end, None
+            else:
+                region = region_of(start)
+                if region is None:
+                    image_start = image_end = 0
+                    module = None
+                else:
+                    image_start, image_end, module = region
+            if size and addr <= start + size:
+                append(SymbolInfo(sym.name, start, size, addr - start, module))
+            elif image_start <= addr < image_end:
+                if not size:
+                    size = min(table[i + 1] if i + 1 < count else image_end, image_end) - start
+                append(SymbolInfo(sym.name, start, size, addr - start, module))
+            else:
+                append(None)
+        return result
 
     def name_of(self, addr: int) -> Optional[str]:
         """The symbol name for ``addr``, without offset; None when unknown."""

@@ -22,7 +22,7 @@ import contextlib
 import os
 import socket
 import struct
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
@@ -416,14 +416,30 @@ def _symbol_addresses(vmlinux: str, names: Sequence[str]) -> dict:
 
 
 def _symbol_addresses_in(elf, vmlinux: str, names: Sequence[str]) -> dict:  # type: ignore[no-untyped-def]
+    # The first symbol of each name, in table order. The table is scanned with
+    # struct, not pyelftools' symbol parser, which takes about a second for
+    # a vmlinux's tens of thousands of symbols: most of a live triage's time.
     symtab = elf.get_section_by_name(".symtab")
     if symtab is None:
         raise DebugInfoError(f"{vmlinux} has no symbol table")
-    found = {}
+    strings = elf.get_section(symtab["sh_link"]).data()
+    wanted: Dict[int, str] = {}  # string table offset -> name (a name may share another's tail)
     for name in names:
-        syms = symtab.get_symbol_by_name(name)
-        if syms:
-            found[name] = syms[0]["st_value"]
+        key = name.encode() + b"\0"
+        at = strings.find(key)
+        while at >= 0:
+            wanted.setdefault(at, name)
+            at = strings.find(key, at + 1)
+    order = "<" if elf.little_endian else ">"
+    # Elf64_Sym: name, info, other, shndx, value, size; Elf32_Sym: name, value, size, info, other, shndx
+    entry = struct.Struct(order + ("IBBHQQ" if elf.elfclass == 64 else "IIIBBH"))
+    value_index = 4 if elf.elfclass == 64 else 1
+    data = symtab.data()
+    found: Dict[str, int] = {}
+    for fields in entry.iter_unpack(data[:len(data) - len(data) % entry.size]):
+        named = wanted.get(fields[0])
+        if named is not None and named not in found:
+            found[named] = fields[value_index]
     return found
 
 

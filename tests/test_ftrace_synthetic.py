@@ -204,3 +204,23 @@ def test_kernel_without_ftrace_synthetic():
     assert state.ops == [] and state.records == []
     assert state.unavailable == "the kernel has no ftrace (no struct ftrace_ops)"
     assert state.diagnostics == []
+
+
+@pytest.mark.parametrize("little", [True, False])
+@pytest.mark.parametrize("layout", [(24, 0, 8, 8), (16, 8, 0, 8), (12, 0, 4, 4), (20, 4, 12, 8)])
+def test_record_decoding_any_layout_and_byte_order_synthetic(layout, little):
+    # (size, ip offset, flags offset, word): ppc64's (ip, flags, arch), flags first, a 32-bit
+    # kernel, and a record whose words are not aligned (the struct.unpack path).
+    size, ip_off, flags_off, word = layout
+    records = [(0xC000000000010008 + 0x100 * i, (1 << 31) | i) for i in range(5)]
+    if word == 4:
+        records = [(ip & 0xFFFFFFFF, flags) for ip, flags in records]
+    order = "little" if little else "big"
+    blob = b""
+    for ip, flags in records:
+        rec = bytearray(b"\xa5" * size)
+        rec[ip_off:ip_off + word] = ip.to_bytes(word, order)
+        rec[flags_off:flags_off + word] = flags.to_bytes(word, order)
+        blob += bytes(rec)
+    ips, flags = ftrace._decode_records(blob, (size, ip_off, flags_off, word, little))
+    assert list(zip(ips, flags)) == records

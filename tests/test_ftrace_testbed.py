@@ -135,3 +135,31 @@ def test_fallback_flag_tables_equal_the_kernels_dwarf(name):
     recs = {n[len("FTRACE_FL_"):]: v for n, v in kernel.enum_values(prog, "FTRACE_FL_").items()}
     assert ops and recs, f"{name}: the DWARF has no FTRACE_OPS_FL_/FTRACE_FL_ enum"
     assert ftrace.fallback_flag_bits(prog) == (ops, recs)
+
+
+@pytest.mark.parametrize("name", ["stacked", "toc-crash", "settled-5.10", "nolivepatch"])
+def test_notable_filter_builds_the_records_notable_records_picks(name):
+    # A triage builds only the notable records (NotableRecordFilter over the records as read);
+    # they must be those notable_records() picks from every record, here with findings
+    # pointing at a spread of record ips besides the capture's livepatched functions.
+    from lpdebug import livepatch
+    from lpdebug.model import Finding, FtraceState
+    from lpdebug.notable import NotableRecordFilter, notable_records
+
+    prog = open_scenario(name)
+    ops = ftrace.ftrace_ops(prog)
+    patches = livepatch.livepatch_state(prog)
+    table = ftrace.record_table(prog)
+    every = ftrace.build_records(prog, table, ops=ops)
+    findings = [Finding(kind="frame_toc_mismatch", severity="error", pid=None, frame=None, address=r.ip,
+                        expected_toc=None, expected_module=None, actual_toc=None, actual_module=None,
+                        message="") for r in every[::997]]
+    for pointed in ([], findings):
+        expected = notable_records(FtraceState(ops=ops, records=every), patches, pointed)
+        keep = NotableRecordFilter(ops, patches, pointed, ftrace.record_flag_bits(prog))
+        built = sorted(ftrace.build_records(prog, table, ops=ops, keep=keep), key=lambda r: r.ip)
+        assert built == expected
+        assert len(expected) >= len(pointed)
+    if name != "nolivepatch":
+        assert any(f.old_addr for p in patches.patches for o in p.objects for f in o.funcs)
+        assert expected and any(r.ops for r in expected)

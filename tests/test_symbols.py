@@ -89,6 +89,23 @@ def test_module_ranges_and_label_symbols_synthetic():
     assert sym.lookup(0xC000000010000000) is None
 
 
+def test_nearest_each_answers_as_nearest_does_synthetic():
+    mk = kernel_with_module()
+    mk.symbol("lpd_victim_work", MOD + 0x100, 0x30)
+    mk.symbol("livepatch_handler", TEXT + 0x200, 0, kind=drgn.SymbolKind.UNKNOWN)
+    mk.symbol("next_func", TEXT + 0x264, 0x10)
+    mk.symbol("last_func", 0xC000000000FFFF00, 0)  # a label up to the image's end
+    sym = Symbolizer(mk.prog)
+    # Every case of nearest(): before any symbol, inside a sized symbol, at its end, past it,
+    # a size-0 label, module memory without a symbol, past the module, outside every image.
+    addrs = [0x10, TEXT - 4, TEXT + 0x200, TEXT + 0x230, TEXT + 0x264, TEXT + 0x274, TEXT + 0x300,
+             0xC000000000FFFF10, 0xC000000010000000, MOD + 0x10, MOD + 0x104, MOD + 0x130,
+             MOD + 0x200, MOD + 0x2000]
+    for order in (sorted(addrs), sorted(addrs, reverse=True), addrs[::3] + addrs[1::3] + addrs[2::3]):
+        assert sym.nearest_each(order) == [sym.nearest(a) for a in order]
+    assert any(sym.nearest(a) is None for a in addrs) and any(sym.nearest(a) for a in addrs)
+
+
 def test_built_once_per_program_and_invalidated_synthetic():
     mk = kernel_with_module()
     mk.symbol("func_a", TEXT, 0x40)

@@ -188,3 +188,23 @@ def test_open_qemu_from_socket_and_vmlinux_only(name, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+@pytest.mark.parametrize("name", ["settled", "settled-5.10"])
+def test_symbol_addresses_are_pyelftools_first_symbol_of_each_name(name):
+    # open_qemu finds vmcoreinfo_note in vmlinux's symbol table with its own scan of the table;
+    # pyelftools' lookup by name (much slower) is the reference, on real kernels' vmlinux.
+    from elftools.elf.elffile import ELFFile
+
+    from lpdebug import sample
+
+    fixtures = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vmcores", "fixtures")
+    vmlinux = sample.fixture_paths(os.path.join(fixtures, name))["vmlinux"]
+    names = ("vmcoreinfo_note", "max_pfn", "_text", "jiffies", "init_task", "no_such_symbol_here")
+    with open(vmlinux, "rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        expected = {n: symtab.get_symbol_by_name(n)[0]["st_value"] for n in names
+                    if symtab.get_symbol_by_name(n)}
+    found = target._symbol_addresses(vmlinux, names)
+    assert found == expected
+    assert "vmcoreinfo_note" in found and "no_such_symbol_here" not in found

@@ -246,8 +246,8 @@ def stub_stages(monkeypatch):
     monkeypatch.setattr(kernel, "kernel_log", lambda prog: [])
     monkeypatch.setattr(livepatch, "livepatch_state", lambda prog, *a, **k: in_transition)
     monkeypatch.setattr(livepatch, "blocking_tasks", lambda state, traces: [])
-    monkeypatch.setattr(ftrace, "ftrace_state",
-                        lambda prog, all_records=False: model.FtraceState(total_records=7))
+    monkeypatch.setattr(ftrace, "read_ftrace_state",
+                        lambda prog: (model.FtraceState(total_records=7), ftrace.RecordTable([], [])))
     monkeypatch.setattr(toc, "module_tocs", lambda prog, **k: TocMap())
     monkeypatch.setattr(livepatch, "missing_patches", lambda prog, state: [])
     monkeypatch.setattr(backtrace, "true_backtrace", lambda task, **k: traces[task.pid])
@@ -277,7 +277,7 @@ def test_triage_with_no_failing_stage_is_complete(stub_stages):
 STAGE_WALKERS = [
     ("kernel", "lpdebug.kernel.kernel_info"),
     ("livepatch", "lpdebug.livepatch.livepatch_state"),
-    ("ftrace", "lpdebug.ftrace.ftrace_state"),
+    ("ftrace", "lpdebug.ftrace.read_ftrace_state"),
     ("tasks", "lpdebug.tasks.find_tasks"),
     ("tasks", "lpdebug.backtrace.true_backtrace"),
     ("tocs", "lpdebug.toc.module_tocs"),
