@@ -74,6 +74,7 @@ from .ppc64 import (MSR_PR, PT_REGS_NIP, STUB_ENTRY_SIZE, STUB_MAGIC, STUB_MAGIC
                     TOC_RESTORE, branch_target, is_toc_prologue, stdu_frame_size)
 from .symbols import Symbolizer
 from .toc import VMLINUX, module_sections
+from .vcpu import pt_regs_object as vcpu_pt_regs, registers_of_task
 
 # drgn refuses addresses it cannot translate (hash-MMU module memory without
 # lpdebug.hash_mmu) with NotImplementedError: as unreadable as a fault.
@@ -81,6 +82,9 @@ _UNREADABLE = (drgn.FaultError, NotImplementedError)
 
 # The stage of lpdebug.report.triage that builds the true backtraces.
 STAGE = "tasks"
+# TaskTrace.cpu_unwind of a task running on a paused guest's vCPU: its unwind
+# starts at the vCPU's nip and r1 (lpdebug.vcpu).
+VCPU_UNWIND = "vcpu"
 
 __all__ = (
     "ResolvedReturn",
@@ -185,7 +189,8 @@ def _physical_frames(task: drgn.Object, errors: List[Diagnostic],
         else:
             trace = prog.stack_trace(task)
     except (ValueError, LookupError, *_UNREADABLE) as e:
-        errors.append(from_exception(STAGE, "the stack trace", e))
+        # drgn cannot unwind a task running on a CPU of a live kernel: say which task.
+        errors.append(from_exception(STAGE, "the stack trace", e, address=task.value_()))
         return []
     frames: List[Tuple[int, int, bool]] = []
     for frame in trace:
@@ -457,6 +462,35 @@ def _returned_frame(ctx: _Context, regs: Dict[str, int],
     return frame if frame.toc_restore else None
 
 
+def _with_leaf_caller(ctx: _Context, regs: Dict[str, int],
+                      physical: List[Tuple[int, int, bool]]) -> List[Tuple[int, int, bool]]:
+    """
+    ``physical`` with the caller of a CPU's frame 0 put back when drgn's
+    back-chain unwinding skipped it. A function that has not saved its LR
+    (a leaf such as plpar_hcall_norets_notrace(), or one stopped before its
+    prologue's std r0,16(r1)) owns no frame yet, and drgn's fallback unwinder
+    (libdrgn/arch_ppc64.c, fallback_unwind_ppc64: "this may skip the caller
+    of a leaf function") takes frame 1 from r1's back chain, the caller's
+    caller. The caller is the CPU's LR exactly when the instruction before
+    LR is a ``bl`` to frame 0's function (its global or local entry) and
+    frame 1 is not already there; its frame is r1's (the callee has none).
+    """
+    nip, r1, link = regs["nip"], regs["r1"], regs["link"]
+    if len(physical) > 1 and physical[1][0] == link:
+        return physical
+    function = ctx.symbolizer.lookup(nip)
+    if function is None or link < 4:
+        return physical
+    try:
+        target = branch_target(ctx.prog.read_u32(link - 4), link - 4)
+    except _UNREADABLE:
+        return physical
+    # ELFv2's local entry follows the two-instruction global-entry TOC setup.
+    if target not in (function.address, function.address + 8):
+        return physical
+    return [physical[0], (link, r1, False), *physical[1:]]
+
+
 def _restores_toc_before(ctx: _Context, start: int, pc: int) -> bool:
     if not start <= pc < start + MAX_FUNCTION_SCAN:
         return False
@@ -487,13 +521,23 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
     trace.ret_stack, trace.ret_stack_diagnostics = read_ret_stack(task)
 
     trace.on_cpu = _task_cpu(task)
-    if trace.on_cpu is not None and not (prog.flags & drgn.ProgramFlags.IS_LIVE):
+    on_vcpu = registers_of_task(task)
+    if on_vcpu is not None:
+        # A paused guest: the task runs on a vCPU whose registers were read at the pause.
+        trace.on_cpu, trace.cpu_registers = on_vcpu
+        trace.cpu_unwind = VCPU_UNWIND
+    elif trace.on_cpu is not None and not (prog.flags & drgn.ProgramFlags.IS_LIVE):
         trace.cpu_registers = cpu_registers(prog, trace.on_cpu)
         trace.crashed = trace.cpu_registers is not None and _is_crashed_task(task)
 
     start_regs = None
     stopped_at_nip = False
-    if trace.cpu_registers is not None:
+    in_user_mode = False
+    if on_vcpu is not None:
+        stopped_at_nip = True
+        in_user_mode = bool(on_vcpu[1]["msr"] & MSR_PR)
+        start_regs = vcpu_pt_regs(prog, task)
+    elif trace.cpu_registers is not None:
         start = unwind_start(trace.cpu_registers, prog.read_u64)
         trace.cpu_unwind = start.how
         stopped_at_nip = start.pc == trace.cpu_registers["nip"]
@@ -502,13 +546,16 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
         except LookupError as e:
             trace.diagnostics.append(from_exception(
                 STAGE, f"CPU {trace.on_cpu}: its saved registers as struct pt_regs", e))
-    physical = _physical_frames(task, trace.diagnostics, start_regs)
+    # A task in user mode has no kernel frames: its kernel stack is empty.
+    physical = [] if in_user_mode else _physical_frames(task, trace.diagnostics, start_regs)
+    if on_vcpu is not None and physical:
+        physical = _with_leaf_caller(ctx, on_vcpu[1], physical)
     if trace.cpu_registers is not None:
         nip = trace.cpu_registers["nip"]
         trace.cpu_image = ctx.image_of(nip)
         trace.cpu_stop = ctx.cpu_stop(nip, trace.cpu_registers["msr"])
     running_sp = physical[0][1] if physical and trace.on_cpu is not None else None
-    if trace.cpu_registers is not None:
+    if trace.cpu_registers is not None and not in_user_mode:
         running_sp = trace.cpu_registers["r1"]
     trace.livepatch_stack = livepatch_stack(task, sp=running_sp)
     lp_entries = trace.livepatch_stack.entries if trace.livepatch_stack else []
@@ -522,7 +569,7 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
         frame.fgraph_entry = resolved.fgraph_entry
         frame.livepatch_entry = resolved.livepatch_entry
         trace.frames.append(frame)
-    if trace.cpu_registers is not None:
+    if trace.cpu_registers is not None and not in_user_mode:
         trace.returned_frame = _returned_frame(ctx, trace.cpu_registers, trace.diagnostics)
     if lp_entries and ctx.livepatch_handler is None:
         trace.diagnostics.append(missing_debug_info(

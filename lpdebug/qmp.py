@@ -31,7 +31,8 @@ from typing import Any, Dict, Iterator, Tuple, Union
 
 from .errors import TargetError
 
-__all__ = ("QmpClient", "GuestLeftPaused", "Pause", "connect_socket", "paused", "guest_running")
+__all__ = ("QmpClient", "GuestLeftPaused", "Pause", "connect_socket", "paused", "guest_running",
+           "vcpu_registers_text")
 
 # How long to wait for QEMU to accept a connection: it takes the next client
 # only once the previous one has gone, and a Program closed a moment ago may
@@ -138,6 +139,19 @@ def guest_running(address: str) -> bool:
     """Whether the guest's vCPUs run (QMP ``query-status``)."""
     with QmpClient(address) as qmp:
         return bool(qmp.command("query-status").get("running"))
+
+
+def vcpu_registers_text(address: str) -> str:
+    """
+    QEMU's monitor dump of every vCPU's registers (HMP ``info registers -a``
+    through QMP's ``human-monitor-command``): meaningful while the guest is
+    paused (see :mod:`lpdebug.vcpu`).
+    """
+    with QmpClient(address) as qmp:
+        text = qmp.command("human-monitor-command", **{"command-line": "info registers -a"})
+    if not isinstance(text, str):
+        raise TargetError(f"QMP at {address}: info registers gave no text")
+    return text
 
 
 class Pause:

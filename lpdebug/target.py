@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
-from . import debuginfo, drgn_compat, dumpfile, hash_mmu, kernel, live, qmp
+from . import debuginfo, drgn_compat, dumpfile, hash_mmu, kernel, live, qmp, vcpu
 from .errors import BuildIdMismatch, DebugInfoError, ModuleListUnreadable, TargetError
 
 __all__ = (
@@ -514,6 +514,8 @@ def open_qemu(
     live.mark_target(prog, moving=running)
     failure: Optional[BaseException] = None
     try:
+        if not running:
+            _read_vcpu_registers(prog, qmp_socket)
         _attach_qemu(prog, qmp_socket, vmlinux, debug_info, little_endian, debug_directories)
     except (TargetError, DebugInfoError) as e:
         failure = e
@@ -531,6 +533,23 @@ def open_qemu(
         prog = None
         raise failure
     return prog  # type: ignore[return-value]
+
+
+def _read_vcpu_registers(prog: drgn.Program, qmp_socket: str) -> None:
+    # The guest is paused: its vCPUs' registers unwind the tasks they run
+    # (drgn has no registers of a live target). Read before drgn takes QEMU's
+    # one QMP connection; nothing changes them until the guest runs again.
+    try:
+        vcpus = vcpu.parse_info_registers(qmp.vcpu_registers_text(qmp_socket))
+    except TargetError as e:
+        _warn(prog, f"the vCPUs' registers could not be read ({e}): the tasks running on them "
+              "are not unwound")
+        return
+    if not vcpus:
+        _warn(prog, "QEMU's info registers gave no vCPU registers lpdebug can read: the tasks "
+              "running on them are not unwound")
+        return
+    vcpu.set_vcpu_registers(prog, vcpus, "qmp")
 
 
 _QMP_SOCKET_KEY = "qmp_socket"  # in kernel.program_state: the connection drgn reads through
