@@ -213,6 +213,6 @@ def pt_regs_object(prog: drgn.Program, task: drgn.Object) -> Optional[drgn.Objec
                          (PT_REGS_CTR, vcpu.ctr), (PT_REGS_LINK, vcpu.link),
                          (PT_REGS_XER, vcpu.xer), (PT_REGS_CCR, vcpu.cr), (PT_REGS_TRAP, 0)):
         words[index] = value
-    order = "little" if prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN else "big"
-    data = b"".join(w.to_bytes(8, order) for w in words)
+    little = bool(prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+    data = b"".join(w.to_bytes(8, "little" if little else "big") for w in words)
     return drgn.Object.from_bytes_(prog, type_, data)

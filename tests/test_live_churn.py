@@ -365,6 +365,43 @@ def test_a_signal_resumes_the_guest(live, signum, message):
     assert running(live), "the guest stayed paused"
 
 
+def test_sigkill_mid_pause_the_watchdog_resumes_the_guest(live):
+    # SIGKILL cannot be caught: the watchdog lpdebug started at the pause sends cont.
+    proc = _cli_process("triage", "--json", "--all-records", *qemu_args(live))
+    try:
+        time.sleep(3.5)
+        assert proc.poll() is None, "triage finished before the kill: nothing tested"
+        proc.kill()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 60
+    while not running(live):
+        assert time.monotonic() < deadline, f"the guest stayed paused after SIGKILL: {err}"
+        time.sleep(0.5)
+    assert "watchdog resumed the guest" in err, err
+
+
+def test_qemu_resume_is_the_way_out(live):
+    # Both lpdebug and its watchdog killed: `lpdebug qemu-resume` resumes the guest, and says
+    # so; on a running guest it has nothing to do.
+    qmp(live, "stop")
+    try:
+        proc = _cli("qemu-resume", "--qemu", live["qmp"])
+        assert proc.returncode == 0, proc.stderr
+        assert "the guest was paused: resumed" in proc.stdout
+        assert running(live)
+    finally:
+        qmp(live, "cont")
+    proc = _cli("qemu-resume", "--qemu", live["qmp"])
+    assert proc.returncode == 0 and "nothing to do" in proc.stdout, (proc.stdout, proc.stderr)
+    proc = _cli("qemu-resume", "--qemu", live["qmp"] + ".missing")
+    assert proc.returncode == 2 and "cannot connect to QMP" in proc.stderr, proc.stderr
+
+
 def test_a_guest_found_paused_stays_paused(live):
     for _attempt in range(5):
         qmp(live, "stop")
