@@ -215,9 +215,7 @@ def _unrename_module_init_sections(prog: drgn.Program) -> None:
         pass  # drgn then finds the modules itself, as before (a torn list: see _load)
 
 
-# Waits between walks of a moving kernel's module list: insmod under TCG
-# keeps a module unformed for a second or two.
-_MODULE_LIST_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+_MODULE_LIST_RETRY_DELAYS = debuginfo.MODULE_LIST_RETRY_DELAYS
 
 
 def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool) -> None:
@@ -229,7 +227,7 @@ def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool) ->
     # is read that passes: walk it again, a moment later.
     import time
 
-    torn = (MemoryError, OverflowError, drgn.FaultError) if live.is_live_target(prog) else ()
+    torn = live.TORN_READ_ERRORS if live.is_live_target(prog) else ()
     delays = _MODULE_LIST_RETRY_DELAYS if live.is_moving(prog) else ()
     failure: Optional[BaseException] = None
     for delay in (0.0, *delays):
@@ -254,6 +252,12 @@ def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool) ->
             # debug info are named from kallsyms and counted in the coverage.
             target_warnings(prog).append(f"the debug info search stopped: {detail}")
             return
+    assert failure is not None
+    if delays:
+        # A kernel that runs kept a module half loaded through every try: what
+        # drgn placed stays, the rest is named from kallsyms, and the report says so.
+        live.torn_module_list(prog, failure, "module debug info")
+        return
     raise ModuleListUnreadable(
         f"could not load debug info: drgn could not walk the kernel's module list "
         f"({type(failure).__name__}{': ' + str(failure) if str(failure).strip() else ''}; "
