@@ -65,7 +65,7 @@ import drgn
 from .crash_notes import CrashStart, cpu_registers, unwind_start
 from .fgraph import FgraphCursor, fgraph_ret_addr, read_ret_stack, records_retp, \
     return_to_handler_address
-from .kernel import cached_fact, elf_abi, has_member, toc_save_offset
+from .kernel import LINEAR_MAP_BASE, cached_fact, elf_abi, has_member, toc_save_offset
 from .livepatch_stack import livepatch_stack
 from .diagnostics import corrupt, from_exception, missing_debug_info
 from .model import (CpuStop, Diagnostic, DiagnosticKind, FgraphEntry, Frame, LivepatchStackEntry,
@@ -535,7 +535,10 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
     in_user_mode = False
     if on_vcpu is not None:
         stopped_at_nip = True
-        in_user_mode = bool(on_vcpu[1]["msr"] & MSR_PR)
+        # A vCPU stopped in user mode, or between an interrupt's entry from user mode (or
+        # its return there) and the switch of r1 to (from) the kernel stack: no kernel frame.
+        in_user_mode = (bool(on_vcpu[1]["msr"] & MSR_PR)
+                        or on_vcpu[1]["r1"] < LINEAR_MAP_BASE)
         start_regs = vcpu_pt_regs(prog, task)
     elif trace.cpu_registers is not None:
         start = unwind_start(trace.cpu_registers, prog.read_u64)

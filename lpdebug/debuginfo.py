@@ -36,7 +36,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import drgn
 
-from .errors import DebugInfoError
+from .errors import DebugInfoError, ModuleListUnreadable
 from .model import Coverage, ModuleDebugInfo, RefusedDebugFile
 
 __all__ = (
@@ -412,6 +412,12 @@ def loaded_modules(prog: drgn.Program) -> List[drgn.RelocatableModule]:
             return [module for module, _ in prog.loaded_modules()
                     if isinstance(module, drgn.RelocatableModule)]
         except live.TORN_READ_ERRORS as e:
+            if not delays and live.is_live_target(prog) and not isinstance(e, drgn.FaultError):
+                # A guest paused in the middle of an insmod or rmmod: lpdebug.target's
+                # qemu_session lets a guest it paused finish it, and pauses it again.
+                raise ModuleListUnreadable(
+                    f"drgn could not walk the paused guest's module list ({type(e).__name__}: "
+                    "a module being loaded or unloaded?)") from e
             if not delays:
                 raise
             failure = e
