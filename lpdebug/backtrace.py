@@ -62,7 +62,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import drgn
 
-from .crash_notes import CrashStart, cpu_registers, unwind_start
+from .crash_notes import LR_SAVE_OFFSET, CrashStart, cpu_registers, unwind_start
 from .fgraph import FgraphCursor, fgraph_ret_addr, read_ret_stack, records_retp, \
     return_to_handler_address
 from .kernel import LINEAR_MAP_BASE, cached_fact, elf_abi, has_member, toc_save_offset
@@ -70,7 +70,7 @@ from .livepatch_stack import livepatch_stack
 from .diagnostics import corrupt, from_exception, missing_debug_info
 from .model import (CpuStop, Diagnostic, DiagnosticKind, FgraphEntry, Frame, LivepatchStackEntry,
                     TaskTrace)
-from .ppc64 import (MSR_PR, PT_REGS_NIP, STUB_ENTRY_SIZE, STUB_MAGIC, STUB_MAGIC_OFFSET,
+from .ppc64 import (MSR_PR, PT_REGS_LINK, PT_REGS_NIP, STUB_ENTRY_SIZE, STUB_MAGIC, STUB_MAGIC_OFFSET,
                     TOC_RESTORE, branch_target, is_toc_prologue, stdu_frame_size)
 from .symbols import Symbolizer
 from .toc import VMLINUX, module_sections
@@ -462,6 +462,110 @@ def _returned_frame(ctx: _Context, regs: Dict[str, int],
     return frame if frame.toc_restore else None
 
 
+# An interrupt's frame on a ppc64 kernel stack: the exception entry code marks it with
+# STACK_FRAME_REGS_MARKER and keeps the interrupted registers, a struct pt_regs, in it
+# (arch/powerpc/include/asm/ptrace.h; show_stack() in arch/powerpc/kernel/process.c finds
+# it so). (marker offset, pt_regs offset, marker values) from the frame's SP: 6.2 and
+# later (ELFv2: STACK_INT_FRAME_MARKER = STACK_FRAME_MIN_SIZE 32, STACK_INT_FRAME_REGS
+# 48, "REGS"); before (STACK_FRAME_MARKER word 12, pt_regs at STACK_FRAME_OVERHEAD 112;
+# "REGS" in 6.1, "regshere" in 5.10).
+_INTERRUPT_FRAMES = ((32, 48, (0x53474552, 0x52454753)),
+                     (96, 112, (0x53474552, 0x52454753, 0x7265677368657265)))
+# Frames a vCPU's unwinding follows at most (drgn's own limit is 1024).
+MAX_VCPU_FRAMES = 512
+
+
+def _interrupt_regs(prog: drgn.Program, sp: int) -> Optional[int]:
+    """The address of the struct pt_regs an interrupt's frame at ``sp`` holds, or None."""
+    for marker_offset, regs_offset, markers in _INTERRUPT_FRAMES:
+        try:
+            if prog.read_u64(sp + marker_offset) in markers:
+                return sp + regs_offset
+        except _UNREADABLE:
+            return None
+    return None
+
+
+def _regs_at(prog: drgn.Program, nip: int, r1: int, link: int) -> drgn.Object:
+    """A struct pt_regs value holding only ``nip``, ``r1`` and ``link`` (to restart an unwind)."""
+    type_ = prog.type("struct pt_regs")
+    words = [0] * (drgn.sizeof(type_) // 8)
+    words[1], words[PT_REGS_NIP], words[PT_REGS_LINK] = r1, nip, link
+    little = bool(prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+    return drgn.Object.from_bytes_(
+        prog, type_, b"".join(w.to_bytes(8, "little" if little else "big") for w in words))
+
+
+def _vcpu_frames(ctx: _Context, regs: Dict[str, int], start_regs: drgn.Object,
+                 errors: List[Diagnostic], task_address: int) -> List[Tuple[int, int, bool]]:
+    """
+    (pc, sp, interrupted) of each physical frame of a task running on a
+    paused vCPU, from its registers. A vCPU stops anywhere, so three things
+    drgn's unwinding misses are taken care of, in every stretch of frames
+    that starts from registers (the vCPU's, then each interrupt's):
+
+    - the caller of a frame 0 that owns no frame yet (:func:`_with_leaf_caller`);
+    - an interrupt's frame (marked, see :data:`_INTERRUPT_FRAMES`): the
+      unwinding goes on from the registers it saved, the interrupted
+      function first (drgn would read a stale LR save word instead);
+    - a frame that drgn repeats (same pc and SP: a function stopped at its
+      ftrace call site, whose DWARF says its return address is still in LR,
+      under ftrace_caller's frames): the unwinding goes on by the back
+      chain, as ftrace_caller laid it out (arch/powerpc/kernel/trace/
+      ftrace_entry.S: B's minimal frame, then A's frame with the original
+      return address in its LR save word).
+    """
+    prog = ctx.prog
+    frames: List[Tuple[int, int, bool]] = []
+    start: Optional[drgn.Object] = start_regs
+    from_registers: Optional[Dict[str, int]] = regs
+    seen_regs = set()
+    while start is not None and len(frames) < MAX_VCPU_FRAMES:
+        try:
+            trace = prog.stack_trace(start)
+        except (ValueError, LookupError, *_UNREADABLE) as e:
+            errors.append(from_exception(STAGE, "the stack trace", e, address=task_address))
+            break
+        start, restart_registers = None, None
+        stretch: List[Tuple[int, int, bool]] = []
+        for frame in trace:
+            if frame.is_inline:
+                continue
+            try:
+                pc = frame.pc
+                sp = frame.sp
+            except LookupError:
+                break
+            if stretch and stretch[-1][:2] == (pc, sp):
+                try:
+                    caller_sp = prog.read_u64(sp)
+                    ret = prog.read_u64(caller_sp + LR_SAVE_OFFSET)
+                except _UNREADABLE:
+                    break
+                if caller_sp > sp:
+                    start = _regs_at(prog, ret, caller_sp, ret)
+                break
+            stretch.append((pc, sp, bool(frame.interrupted)))
+            regs_address = _interrupt_regs(prog, sp)
+            if regs_address is not None and regs_address not in seen_regs:
+                seen_regs.add(regs_address)
+                saved = drgn.Object(prog, "struct pt_regs", address=regs_address)
+                try:
+                    restart_registers = {"nip": saved.nip.value_(), "r1": saved.gpr[1].value_(),
+                                         "link": saved.link.value_()}
+                    from_user = bool(saved.msr.value_() & MSR_PR)
+                except _UNREADABLE:
+                    break
+                if not from_user:  # an interrupt from user mode ends the kernel's frames
+                    start = saved
+                break
+        if from_registers is not None and stretch:
+            stretch = _with_leaf_caller(ctx, from_registers, stretch)
+        frames.extend(stretch)
+        from_registers = restart_registers
+    return frames[:MAX_VCPU_FRAMES]
+
+
 def _with_leaf_caller(ctx: _Context, regs: Dict[str, int],
                       physical: List[Tuple[int, int, bool]]) -> List[Tuple[int, int, bool]]:
     """
@@ -550,9 +654,12 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
             trace.diagnostics.append(from_exception(
                 STAGE, f"CPU {trace.on_cpu}: its saved registers as struct pt_regs", e))
     # A task in user mode has no kernel frames: its kernel stack is empty.
-    physical = [] if in_user_mode else _physical_frames(task, trace.diagnostics, start_regs)
-    if on_vcpu is not None and physical:
-        physical = _with_leaf_caller(ctx, on_vcpu[1], physical)
+    if in_user_mode:
+        physical: List[Tuple[int, int, bool]] = []
+    elif on_vcpu is not None and start_regs is not None:
+        physical = _vcpu_frames(ctx, on_vcpu[1], start_regs, trace.diagnostics, task.value_())
+    else:
+        physical = _physical_frames(task, trace.diagnostics, start_regs)
     if trace.cpu_registers is not None:
         nip = trace.cpu_registers["nip"]
         trace.cpu_image = ctx.image_of(nip)
