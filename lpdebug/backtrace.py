@@ -566,6 +566,21 @@ def _vcpu_frames(ctx: _Context, regs: Dict[str, int], start_regs: drgn.Object,
     return frames[:MAX_VCPU_FRAMES]
 
 
+def _at_interrupt_vector(ctx: _Context, regs: Dict[str, int]) -> bool:
+    """
+    A vCPU stopped at the first instruction of an interrupt vector
+    (``exc_real_*``/``exc_virt_*``, the labels EXC_REAL_BEGIN and
+    EXC_VIRT_BEGIN give them in arch/powerpc/kernel/exceptions-64s.S): every
+    register still holds the interrupted code's, SRR0 and SRR1 its nip and
+    MSR.
+    """
+    if "srr0" not in regs:
+        return False
+    info = ctx.symbolizer.lookup(regs["nip"])
+    return (info is not None and info.offset == 0
+            and info.name.startswith(("exc_real_", "exc_virt_")))
+
+
 def _with_leaf_caller(ctx: _Context, regs: Dict[str, int],
                       physical: List[Tuple[int, int, bool]]) -> List[Tuple[int, int, bool]]:
     """
@@ -658,6 +673,14 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
         physical: List[Tuple[int, int, bool]] = []
     elif on_vcpu is not None and start_regs is not None:
         physical = _vcpu_frames(ctx, on_vcpu[1], start_regs, trace.diagnostics, task.value_())
+        if _at_interrupt_vector(ctx, on_vcpu[1]) and physical:
+            # The vCPU has just taken an interrupt: the interrupted function (SRR0) and its
+            # callers, from the same registers, follow the vector.
+            regs = dict(on_vcpu[1], nip=on_vcpu[1]["srr0"])
+            interrupted = vcpu_pt_regs(prog, task, interrupted=True)
+            physical = physical[:1] + ([] if interrupted is None or on_vcpu[1]["srr1"] & MSR_PR
+                                       else _vcpu_frames(ctx, regs, interrupted, trace.diagnostics,
+                                                         task.value_()))
     else:
         physical = _physical_frames(task, trace.diagnostics, start_regs)
     if trace.cpu_registers is not None:

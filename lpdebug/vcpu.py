@@ -73,6 +73,9 @@ class VcpuRegisters:
     xer: int
     cr: int
     sprg_paca: Optional[int] = None  # SPRG1, where the source has it
+    # SRR0 and SRR1: where an interrupt was taken and its MSR, where the source has them
+    srr0: Optional[int] = None
+    srr1: Optional[int] = None
 
     @property
     def user_mode(self) -> bool:
@@ -119,7 +122,8 @@ def parse_info_registers(text: str) -> List[VcpuRegisters]:
             index=int(header.group(1)), gpr=tuple(gpr[i] for i in range(32)),
             nip=values["NIP"], msr=values["MSR"], link=values["LR"],  # type: ignore[arg-type]
             ctr=values["CTR"], xer=values["XER"], cr=values["CR"],  # type: ignore[arg-type]
-            sprg_paca=_field(body, "SPRG1")))
+            sprg_paca=_field(body, "SPRG1"), srr0=_field(body, "SRR0"),
+            srr1=_field(body, "SRR1")))
     return vcpus
 
 
@@ -196,20 +200,34 @@ def registers_of_task(task: drgn.Object) -> Optional[Tuple[int, Dict[str, int]]]
     if found is None:
         return None
     cpu, vcpu = found
-    return cpu, {"pid": task.pid.value_(), "nip": vcpu.nip, "r1": vcpu.gpr[1],
+    registers = {"pid": task.pid.value_(), "nip": vcpu.nip, "r1": vcpu.gpr[1],
                  "r2": vcpu.gpr[2], "link": vcpu.link, "msr": vcpu.msr, "trap": 0}
+    if vcpu.srr0 is not None and vcpu.srr1 is not None:
+        registers.update(srr0=vcpu.srr0, srr1=vcpu.srr1)
+    return cpu, registers
 
 
-def pt_regs_object(prog: drgn.Program, task: drgn.Object) -> Optional[drgn.Object]:
-    """The registers of the vCPU running ``task`` as a ``struct pt_regs`` value, or None."""
+def pt_regs_object(prog: drgn.Program, task: drgn.Object, *,
+                   interrupted: bool = False) -> Optional[drgn.Object]:
+    """
+    The registers of the vCPU running ``task`` as a ``struct pt_regs``
+    value, or None. With ``interrupted``, those of the code an interrupt
+    just taken interrupted: nip and MSR from SRR0 and SRR1, the rest as
+    they are (the vector has run no instruction yet).
+    """
     found = vcpu_tasks(prog).get(task.value_())
     if found is None:
         return None
     vcpu = found[1]
+    nip, msr = vcpu.nip, vcpu.msr
+    if interrupted:
+        if vcpu.srr0 is None or vcpu.srr1 is None:
+            return None
+        nip, msr = vcpu.srr0, vcpu.srr1
     type_ = prog.type("struct pt_regs")
     words = [0] * (drgn.sizeof(type_) // 8)
     words[:32] = vcpu.gpr
-    for index, value in ((PT_REGS_NIP, vcpu.nip), (PT_REGS_MSR, vcpu.msr),
+    for index, value in ((PT_REGS_NIP, nip), (PT_REGS_MSR, msr),
                          (PT_REGS_CTR, vcpu.ctr), (PT_REGS_LINK, vcpu.link),
                          (PT_REGS_XER, vcpu.xer), (PT_REGS_CCR, vcpu.cr), (PT_REGS_TRAP, 0)):
         words[index] = value
