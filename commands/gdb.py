@@ -220,6 +220,11 @@ def _give_vcpu_registers(prog: Any) -> None:
             frame = gdb.newest_frame()
             values = {name: int(frame.read_register(name)) & (1 << 64) - 1
                       for name in vcpu.GDB_REGISTER_NAMES}
+            for name in ("srr0", "srr1"):  # QEMU's gdbstub may describe the SPRs
+                try:
+                    values[name] = int(frame.read_register(name)) & (1 << 64) - 1
+                except (gdb.error, ValueError):
+                    pass
             vcpus.append(vcpu.from_gdb_registers(thread.num - 1, values))
     except gdb.error:
         vcpu.clear_vcpu_registers(prog)  # no registers: the running tasks stay not unwound

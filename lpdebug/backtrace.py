@@ -572,10 +572,8 @@ def _at_interrupt_vector(ctx: _Context, regs: Dict[str, int]) -> bool:
     (``exc_real_*``/``exc_virt_*``, the labels EXC_REAL_BEGIN and
     EXC_VIRT_BEGIN give them in arch/powerpc/kernel/exceptions-64s.S): every
     register still holds the interrupted code's, SRR0 and SRR1 its nip and
-    MSR.
+    MSR (when the registers' source has them: QEMU's monitor does).
     """
-    if "srr0" not in regs:
-        return False
     info = ctx.symbolizer.lookup(regs["nip"])
     return (info is not None and info.offset == 0
             and info.name.startswith(("exc_real_", "exc_virt_")))
@@ -673,14 +671,15 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
         physical: List[Tuple[int, int, bool]] = []
     elif on_vcpu is not None and start_regs is not None:
         physical = _vcpu_frames(ctx, on_vcpu[1], start_regs, trace.diagnostics, task.value_())
-        if _at_interrupt_vector(ctx, on_vcpu[1]) and physical:
+        interrupted = (vcpu_pt_regs(prog, task, interrupted=True)
+                       if physical and _at_interrupt_vector(ctx, on_vcpu[1]) else None)
+        if interrupted is not None:
             # The vCPU has just taken an interrupt: the interrupted function (SRR0) and its
-            # callers, from the same registers, follow the vector.
-            regs = dict(on_vcpu[1], nip=on_vcpu[1]["srr0"])
-            interrupted = vcpu_pt_regs(prog, task, interrupted=True)
-            physical = physical[:1] + ([] if interrupted is None or on_vcpu[1]["srr1"] & MSR_PR
-                                       else _vcpu_frames(ctx, regs, interrupted, trace.diagnostics,
-                                                         task.value_()))
+            # callers, from the same registers, follow the vector (none from user mode).
+            regs = dict(on_vcpu[1], nip=interrupted.nip.value_())
+            from_user = bool(interrupted.msr.value_() & MSR_PR)
+            physical = physical[:1] + ([] if from_user else _vcpu_frames(
+                ctx, regs, interrupted, trace.diagnostics, task.value_()))
     else:
         physical = _physical_frames(task, trace.diagnostics, start_regs)
     if trace.cpu_registers is not None:

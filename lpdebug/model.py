@@ -408,7 +408,7 @@ class TaskTrace:
     ret_stack_diagnostics: List[Diagnostic] = field(default_factory=list)
     # What its CPU saved in the dump (crash_notes): `nip`, `r1`, `r2`, `link`, `msr`, `trap`,
     # `pid`, and `pt_regs`, the address of those registers laid out as struct pt_regs; or its
-    # vCPU's registers at a paused guest's pause (no `pt_regs`; `srr0`, `srr1` over QMP)
+    # vCPU's registers at a paused guest's pause (no `pt_regs`)
     cpu_registers: Optional[Dict[str, int]] = None
     crashed: bool = False  # its CPU is the one that crashed (panicked)
     cpu_image: Optional[str] = None  # module name or "vmlinux" holding the CPU's nip

@@ -132,10 +132,14 @@ GDB_REGISTER_NAMES = tuple(f"r{i}" for i in range(32)) + ("pc", "msr", "lr", "ct
 
 
 def from_gdb_registers(index: int, values: Dict[str, int]) -> VcpuRegisters:
-    """A vCPU's registers from gdb's values of :data:`GDB_REGISTER_NAMES` (no SPRGs there)."""
+    """
+    A vCPU's registers from gdb's values of :data:`GDB_REGISTER_NAMES` (no
+    SPRGs there), and ``srr0``/``srr1`` when gdb has them.
+    """
     return VcpuRegisters(index=index, gpr=tuple(values[f"r{i}"] for i in range(32)),
                          nip=values["pc"], msr=values["msr"], link=values["lr"],
-                         ctr=values["ctr"], xer=values["xer"], cr=values["cr"])
+                         ctr=values["ctr"], xer=values["xer"], cr=values["cr"],
+                         srr0=values.get("srr0"), srr1=values.get("srr1"))
 
 
 def set_vcpu_registers(prog: drgn.Program, vcpus: Sequence[VcpuRegisters], source: str) -> None:
@@ -200,11 +204,8 @@ def registers_of_task(task: drgn.Object) -> Optional[Tuple[int, Dict[str, int]]]
     if found is None:
         return None
     cpu, vcpu = found
-    registers = {"pid": task.pid.value_(), "nip": vcpu.nip, "r1": vcpu.gpr[1],
+    return cpu, {"pid": task.pid.value_(), "nip": vcpu.nip, "r1": vcpu.gpr[1],
                  "r2": vcpu.gpr[2], "link": vcpu.link, "msr": vcpu.msr, "trap": 0}
-    if vcpu.srr0 is not None and vcpu.srr1 is not None:
-        registers.update(srr0=vcpu.srr0, srr1=vcpu.srr1)
-    return cpu, registers
 
 
 def pt_regs_object(prog: drgn.Program, task: drgn.Object, *,
