@@ -59,10 +59,12 @@ targets (give one, after the command):
         a live QEMU ppc64 guest, through its QMP socket (no vmcoreinfo file
         needed: lpdebug finds the guest's VMCOREINFO itself). By default the
         guest is paused (QMP stop) while it is read and resumed (cont)
-        afterwards, also on an error, Ctrl-C or SIGTERM; a guest found paused
-        stays paused. Pausing is the default because a running kernel changes
-        under the reader: stacks, lists and shadow stacks read at different
-        moments can look corrupt when nothing is. --no-pause reads it running
+        afterwards, also on an error, Ctrl-C or SIGTERM, and by a watchdog
+        process when lpdebug is killed (SIGKILL); a guest found paused
+        stays paused (`lpdebug qemu-resume --qemu QMP_SOCKET` resumes it).
+        Pausing is the default because a running kernel changes under the
+        reader: stacks, lists and shadow stacks read at different moments
+        can look corrupt when nothing is. --no-pause reads it running
         (for a guest that must not stop): what changed while it was read is
         marked "changed while reading" and left unchecked, so that report
         may be incomplete
@@ -173,7 +175,32 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _target_arguments(sub)
         add_arguments(sub, spec, reserved=TARGET_FLAGS)
+    resume = commands.add_parser(
+        RESUME_COMMAND, help="resume a QEMU guest that an lpdebug run killed mid-pause left paused",
+        description=textwrap.fill(
+            "Send cont to the guest behind QMP_SOCKET if it is paused. lpdebug resumes a guest "
+            "it paused itself however it ends, and a watchdog process resumes it when lpdebug is "
+            "killed with SIGKILL; this is the way out when both were killed (a guest paused "
+            "on purpose is resumed too: run it only for a guest you want running).", 78))
+    resume.add_argument("--qemu", metavar="QMP_SOCKET", required=True,
+                        help="the guest's QMP socket (path, or host:port)")
     return parser
+
+
+RESUME_COMMAND = "qemu-resume"
+
+
+def _resume_guest(address: str) -> int:
+    from lpdebug import qmp
+    from lpdebug.errors import LpdebugError
+
+    try:
+        was_paused = qmp.resume(address)
+    except LpdebugError as e:
+        return _fail(_one_line(e))
+    sys.stdout.write(("the guest was paused: resumed\n" if was_paused
+                      else "the guest is running: nothing to do\n"))
+    return EXIT_CLEAN
 
 
 def open_target(args: argparse.Namespace, session: Optional[contextlib.ExitStack] = None) -> Any:
@@ -267,6 +294,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     if problem is not None:
         return _fail(problem)
     args = build_parser().parse_args(argv)
+    if args.command == RESUME_COMMAND:
+        return _resume_guest(args.qemu)
     spec = spec_by_name(args.command)
 
     import drgn

@@ -173,11 +173,12 @@ class _Session:
             self.prog = None
             self.prog = self._build()
             self.stale = None
-            return self.prog
-        from lpdebug.kernel import invalidate
+        else:
+            from lpdebug.kernel import invalidate
 
-        # Modules may have come and gone while the target ran.
-        invalidate(self.prog)
+            # Modules may have come and gone while the target ran.
+            invalidate(self.prog)
+        _give_vcpu_registers(self.prog)
         return self.prog
 
     def _build(self) -> Any:
@@ -202,6 +203,36 @@ class _Session:
             prog.add_memory_segment(0, LINEAR_MAP_MIN_SIZE, read_physical, True)
 
         return target.open_memory_readers(vmlinux, add_segments, self.module_files(vmlinux))
+
+
+def _give_vcpu_registers(prog: Any) -> None:
+    """
+    Each of gdb's threads is a vCPU of the stopped guest (QEMU's gdbstub):
+    its registers, read now, unwind the task it runs (:mod:`lpdebug.vcpu`).
+    """
+    from lpdebug import vcpu
+
+    selected = gdb.selected_thread()
+    vcpus = []
+    try:
+        for thread in sorted(gdb.selected_inferior().threads(), key=lambda t: t.num):
+            thread.switch()
+            frame = gdb.newest_frame()
+            values = {name: int(frame.read_register(name)) & (1 << 64) - 1
+                      for name in vcpu.GDB_REGISTER_NAMES}
+            for name in ("srr0", "srr1"):  # QEMU's gdbstub may describe the SPRs
+                try:
+                    values[name] = int(frame.read_register(name)) & (1 << 64) - 1
+                except (gdb.error, ValueError):
+                    pass
+            vcpus.append(vcpu.from_gdb_registers(thread.num - 1, values))
+    except gdb.error:
+        vcpu.clear_vcpu_registers(prog)  # no registers: the running tasks stay not unwound
+        return
+    finally:
+        if selected is not None and selected.is_valid():
+            selected.switch()
+    vcpu.set_vcpu_registers(prog, vcpus, "gdb")
 
 
 _session = _Session()

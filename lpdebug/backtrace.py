@@ -62,18 +62,19 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import drgn
 
-from .crash_notes import CrashStart, cpu_registers, unwind_start
+from .crash_notes import LR_SAVE_OFFSET, CrashStart, cpu_registers, unwind_start
 from .fgraph import FgraphCursor, fgraph_ret_addr, read_ret_stack, records_retp, \
     return_to_handler_address
-from .kernel import cached_fact, elf_abi, has_member, toc_save_offset
+from .kernel import LINEAR_MAP_BASE, cached_fact, elf_abi, has_member, toc_save_offset
 from .livepatch_stack import livepatch_stack
 from .diagnostics import corrupt, from_exception, missing_debug_info
 from .model import (CpuStop, Diagnostic, DiagnosticKind, FgraphEntry, Frame, LivepatchStackEntry,
                     TaskTrace)
-from .ppc64 import (MSR_PR, PT_REGS_NIP, STUB_ENTRY_SIZE, STUB_MAGIC, STUB_MAGIC_OFFSET,
+from .ppc64 import (MSR_PR, PT_REGS_LINK, PT_REGS_NIP, STUB_ENTRY_SIZE, STUB_MAGIC, STUB_MAGIC_OFFSET,
                     TOC_RESTORE, branch_target, is_toc_prologue, stdu_frame_size)
 from .symbols import Symbolizer
 from .toc import VMLINUX, module_sections
+from .vcpu import pt_regs_object as vcpu_pt_regs, registers_of_task
 
 # drgn refuses addresses it cannot translate (hash-MMU module memory without
 # lpdebug.hash_mmu) with NotImplementedError: as unreadable as a fault.
@@ -81,6 +82,9 @@ _UNREADABLE = (drgn.FaultError, NotImplementedError)
 
 # The stage of lpdebug.report.triage that builds the true backtraces.
 STAGE = "tasks"
+# TaskTrace.cpu_unwind of a task running on a paused guest's vCPU: its unwind
+# starts at the vCPU's nip and r1 (lpdebug.vcpu).
+VCPU_UNWIND = "vcpu"
 
 __all__ = (
     "ResolvedReturn",
@@ -185,7 +189,8 @@ def _physical_frames(task: drgn.Object, errors: List[Diagnostic],
         else:
             trace = prog.stack_trace(task)
     except (ValueError, LookupError, *_UNREADABLE) as e:
-        errors.append(from_exception(STAGE, "the stack trace", e))
+        # drgn cannot unwind a task running on a CPU of a live kernel: say which task.
+        errors.append(from_exception(STAGE, "the stack trace", e, address=task.value_()))
         return []
     frames: List[Tuple[int, int, bool]] = []
     for frame in trace:
@@ -457,6 +462,152 @@ def _returned_frame(ctx: _Context, regs: Dict[str, int],
     return frame if frame.toc_restore else None
 
 
+# An interrupt's frame on a ppc64 kernel stack: the exception entry code marks it with
+# STACK_FRAME_REGS_MARKER and keeps the interrupted registers, a struct pt_regs, in it
+# (arch/powerpc/include/asm/ptrace.h; show_stack() in arch/powerpc/kernel/process.c finds
+# it so). (marker offset, pt_regs offset, marker values) from the frame's SP: 6.2 and
+# later (ELFv2: STACK_INT_FRAME_MARKER = STACK_FRAME_MIN_SIZE 32, STACK_INT_FRAME_REGS
+# 48, "REGS"); before (STACK_FRAME_MARKER word 12, pt_regs at STACK_FRAME_OVERHEAD 112;
+# "REGS" in 6.1, "regshere" in 5.10).
+_INTERRUPT_FRAMES = ((32, 48, (0x53474552, 0x52454753)),
+                     (96, 112, (0x53474552, 0x52454753, 0x7265677368657265)))
+# Frames a vCPU's unwinding follows at most (drgn's own limit is 1024).
+MAX_VCPU_FRAMES = 512
+
+
+def _interrupt_regs(prog: drgn.Program, sp: int) -> Optional[int]:
+    """The address of the struct pt_regs an interrupt's frame at ``sp`` holds, or None."""
+    for marker_offset, regs_offset, markers in _INTERRUPT_FRAMES:
+        try:
+            if prog.read_u64(sp + marker_offset) in markers:
+                return sp + regs_offset
+        except _UNREADABLE:
+            return None
+    return None
+
+
+def _regs_at(prog: drgn.Program, nip: int, r1: int, link: int) -> drgn.Object:
+    """A struct pt_regs value holding only ``nip``, ``r1`` and ``link`` (to restart an unwind)."""
+    type_ = prog.type("struct pt_regs")
+    words = [0] * (drgn.sizeof(type_) // 8)
+    words[1], words[PT_REGS_NIP], words[PT_REGS_LINK] = r1, nip, link
+    little = bool(prog.platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
+    return drgn.Object.from_bytes_(
+        prog, type_, b"".join(w.to_bytes(8, "little" if little else "big") for w in words))
+
+
+def _vcpu_frames(ctx: _Context, regs: Dict[str, int], start_regs: drgn.Object,
+                 errors: List[Diagnostic], task_address: int) -> List[Tuple[int, int, bool]]:
+    """
+    (pc, sp, interrupted) of each physical frame of a task running on a
+    paused vCPU, from its registers. A vCPU stops anywhere, so three things
+    drgn's unwinding misses are taken care of, in every stretch of frames
+    that starts from registers (the vCPU's, then each interrupt's):
+
+    - the caller of a frame 0 that owns no frame yet (:func:`_with_leaf_caller`);
+    - an interrupt's frame (marked, see :data:`_INTERRUPT_FRAMES`): the
+      unwinding goes on from the registers it saved, the interrupted
+      function first (drgn would read a stale LR save word instead);
+    - a frame that drgn repeats (same pc and SP: a function stopped at its
+      ftrace call site, whose DWARF says its return address is still in LR,
+      under ftrace_caller's frames): the unwinding goes on by the back
+      chain, as ftrace_caller laid it out (arch/powerpc/kernel/trace/
+      ftrace_entry.S: B's minimal frame, then A's frame with the original
+      return address in its LR save word).
+    """
+    prog = ctx.prog
+    frames: List[Tuple[int, int, bool]] = []
+    start: Optional[drgn.Object] = start_regs
+    from_registers: Optional[Dict[str, int]] = regs
+    seen_regs = set()
+    while start is not None and len(frames) < MAX_VCPU_FRAMES:
+        try:
+            trace = prog.stack_trace(start)
+        except (ValueError, LookupError, *_UNREADABLE) as e:
+            errors.append(from_exception(STAGE, "the stack trace", e, address=task_address))
+            break
+        start, restart_registers = None, None
+        stretch: List[Tuple[int, int, bool]] = []
+        for frame in trace:
+            if frame.is_inline:
+                continue
+            try:
+                pc = frame.pc
+                sp = frame.sp
+            except LookupError:
+                break
+            if stretch and stretch[-1][:2] == (pc, sp):
+                try:
+                    caller_sp = prog.read_u64(sp)
+                    ret = prog.read_u64(caller_sp + LR_SAVE_OFFSET)
+                except _UNREADABLE:
+                    break
+                if caller_sp > sp:
+                    start = _regs_at(prog, ret, caller_sp, ret)
+                break
+            stretch.append((pc, sp, bool(frame.interrupted)))
+            regs_address = _interrupt_regs(prog, sp)
+            if regs_address is not None and regs_address not in seen_regs:
+                seen_regs.add(regs_address)
+                saved = drgn.Object(prog, "struct pt_regs", address=regs_address)
+                try:
+                    restart_registers = {"nip": saved.nip.value_(), "r1": saved.gpr[1].value_(),
+                                         "link": saved.link.value_()}
+                    from_user = bool(saved.msr.value_() & MSR_PR)
+                except _UNREADABLE:
+                    break
+                if not from_user:  # an interrupt from user mode ends the kernel's frames
+                    start = saved
+                break
+        if from_registers is not None and stretch:
+            stretch = _with_leaf_caller(ctx, from_registers, stretch)
+        frames.extend(stretch)
+        from_registers = restart_registers
+    return frames[:MAX_VCPU_FRAMES]
+
+
+def _at_interrupt_vector(ctx: _Context, regs: Dict[str, int]) -> bool:
+    """
+    A vCPU stopped at the first instruction of an interrupt vector
+    (``exc_real_*``/``exc_virt_*``, the labels EXC_REAL_BEGIN and
+    EXC_VIRT_BEGIN give them in arch/powerpc/kernel/exceptions-64s.S): every
+    register still holds the interrupted code's, SRR0 and SRR1 its nip and
+    MSR (when the registers' source has them: QEMU's monitor does).
+    """
+    info = ctx.symbolizer.lookup(regs["nip"])
+    return (info is not None and info.offset == 0
+            and info.name.startswith(("exc_real_", "exc_virt_")))
+
+
+def _with_leaf_caller(ctx: _Context, regs: Dict[str, int],
+                      physical: List[Tuple[int, int, bool]]) -> List[Tuple[int, int, bool]]:
+    """
+    ``physical`` with the caller of a CPU's frame 0 put back when drgn's
+    back-chain unwinding skipped it. A function that has not saved its LR
+    (a leaf such as plpar_hcall_norets_notrace(), or one stopped before its
+    prologue's std r0,16(r1)) owns no frame yet, and drgn's fallback unwinder
+    (libdrgn/arch_ppc64.c, fallback_unwind_ppc64: "this may skip the caller
+    of a leaf function") takes frame 1 from r1's back chain, the caller's
+    caller. The caller is the CPU's LR exactly when the instruction before
+    LR is a ``bl`` to frame 0's function (its global or local entry) and
+    frame 1 is not already there; its frame is r1's (the callee has none).
+    """
+    nip, r1, link = regs["nip"], regs["r1"], regs["link"]
+    if len(physical) > 1 and physical[1][0] == link:
+        return physical
+    function = ctx.symbolizer.lookup(nip)
+    if function is None or link < 4:
+        return physical
+    try:
+        target = branch_target(ctx.prog.read_u32(link - 4), link - 4)
+    except _UNREADABLE:
+        return physical
+    # ELFv2's local entry follows the two-instruction global-entry TOC setup.
+    if target not in (function.address, function.address + 8):
+        return physical
+    return [physical[0], (link, r1, False), *physical[1:]]
+
+
 def _restores_toc_before(ctx: _Context, start: int, pc: int) -> bool:
     if not start <= pc < start + MAX_FUNCTION_SCAN:
         return False
@@ -487,13 +638,26 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
     trace.ret_stack, trace.ret_stack_diagnostics = read_ret_stack(task)
 
     trace.on_cpu = _task_cpu(task)
-    if trace.on_cpu is not None and not (prog.flags & drgn.ProgramFlags.IS_LIVE):
+    on_vcpu = registers_of_task(task)
+    if on_vcpu is not None:
+        # A paused guest: the task runs on a vCPU whose registers were read at the pause.
+        trace.on_cpu, trace.cpu_registers = on_vcpu
+        trace.cpu_unwind = VCPU_UNWIND
+    elif trace.on_cpu is not None and not (prog.flags & drgn.ProgramFlags.IS_LIVE):
         trace.cpu_registers = cpu_registers(prog, trace.on_cpu)
         trace.crashed = trace.cpu_registers is not None and _is_crashed_task(task)
 
     start_regs = None
     stopped_at_nip = False
-    if trace.cpu_registers is not None:
+    in_user_mode = False
+    if on_vcpu is not None:
+        stopped_at_nip = True
+        # A vCPU stopped in user mode, or between an interrupt's entry from user mode (or
+        # its return there) and the switch of r1 to (from) the kernel stack: no kernel frame.
+        in_user_mode = (bool(on_vcpu[1]["msr"] & MSR_PR)
+                        or on_vcpu[1]["r1"] < LINEAR_MAP_BASE)
+        start_regs = vcpu_pt_regs(prog, task)
+    elif trace.cpu_registers is not None:
         start = unwind_start(trace.cpu_registers, prog.read_u64)
         trace.cpu_unwind = start.how
         stopped_at_nip = start.pc == trace.cpu_registers["nip"]
@@ -502,13 +666,28 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
         except LookupError as e:
             trace.diagnostics.append(from_exception(
                 STAGE, f"CPU {trace.on_cpu}: its saved registers as struct pt_regs", e))
-    physical = _physical_frames(task, trace.diagnostics, start_regs)
+    # A task in user mode has no kernel frames: its kernel stack is empty.
+    if in_user_mode:
+        physical: List[Tuple[int, int, bool]] = []
+    elif on_vcpu is not None and start_regs is not None:
+        physical = _vcpu_frames(ctx, on_vcpu[1], start_regs, trace.diagnostics, task.value_())
+        interrupted = (vcpu_pt_regs(prog, task, interrupted=True)
+                       if physical and _at_interrupt_vector(ctx, on_vcpu[1]) else None)
+        if interrupted is not None:
+            # The vCPU has just taken an interrupt: the interrupted function (SRR0) and its
+            # callers, from the same registers, follow the vector (none from user mode).
+            regs = dict(on_vcpu[1], nip=interrupted.nip.value_())
+            from_user = bool(interrupted.msr.value_() & MSR_PR)
+            physical = physical[:1] + ([] if from_user else _vcpu_frames(
+                ctx, regs, interrupted, trace.diagnostics, task.value_()))
+    else:
+        physical = _physical_frames(task, trace.diagnostics, start_regs)
     if trace.cpu_registers is not None:
         nip = trace.cpu_registers["nip"]
         trace.cpu_image = ctx.image_of(nip)
         trace.cpu_stop = ctx.cpu_stop(nip, trace.cpu_registers["msr"])
     running_sp = physical[0][1] if physical and trace.on_cpu is not None else None
-    if trace.cpu_registers is not None:
+    if trace.cpu_registers is not None and not in_user_mode:
         running_sp = trace.cpu_registers["r1"]
     trace.livepatch_stack = livepatch_stack(task, sp=running_sp)
     lp_entries = trace.livepatch_stack.entries if trace.livepatch_stack else []
@@ -522,7 +701,7 @@ def true_backtrace(task: drgn.Object, *, symbolizer: Optional[Symbolizer] = None
         frame.fgraph_entry = resolved.fgraph_entry
         frame.livepatch_entry = resolved.livepatch_entry
         trace.frames.append(frame)
-    if trace.cpu_registers is not None:
+    if trace.cpu_registers is not None and not in_user_mode:
         trace.returned_frame = _returned_frame(ctx, trace.cpu_registers, trace.diagnostics)
     if lp_entries and ctx.livepatch_handler is None:
         trace.diagnostics.append(missing_debug_info(

@@ -36,7 +36,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import drgn
 
-from .errors import DebugInfoError
+from .errors import DebugInfoError, ModuleListUnreadable
 from .model import Coverage, ModuleDebugInfo, RefusedDebugFile
 
 __all__ = (
@@ -386,13 +386,44 @@ def _hex(build_id: Optional[bytes]) -> Optional[str]:
     return build_id.hex() if build_id else None
 
 
+# Waits between walks of a moving kernel's module list: insmod under TCG
+# keeps a module unformed for a second or two.
+MODULE_LIST_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
 def loaded_modules(prog: drgn.Program) -> List[drgn.RelocatableModule]:
-    """drgn's module for every kernel module loaded in the target (creating them)."""
-    modules = []
-    for module, _ in prog.loaded_modules():
-        if isinstance(module, drgn.RelocatableModule):
-            modules.append(module)
-    return modules
+    """
+    drgn's module for every kernel module loaded in the target (creating
+    them). On a kernel that runs while it is read, a walk that a module being
+    loaded or unloaded tore (:data:`lpdebug.live.TORN_READ_ERRORS`) is tried
+    again a moment later; when every try fails, the modules drgn knows from
+    before are returned, and a ``changed_while_reading`` diagnostic is kept
+    for the report (:func:`lpdebug.live.torn_module_list`).
+    """
+    import time
+
+    from . import live
+
+    delays = MODULE_LIST_RETRY_DELAYS if live.is_moving(prog) else ()
+    failure: Optional[BaseException] = None
+    for delay in (0.0, *delays):
+        time.sleep(delay)
+        try:
+            return [module for module, _ in prog.loaded_modules()
+                    if isinstance(module, drgn.RelocatableModule)]
+        except live.TORN_READ_ERRORS as e:
+            if not delays and live.is_live_target(prog) and not isinstance(e, drgn.FaultError):
+                # A guest paused in the middle of an insmod or rmmod: lpdebug.target's
+                # qemu_session lets a guest it paused finish it, and pauses it again.
+                raise ModuleListUnreadable(
+                    f"drgn could not walk the paused guest's module list ({type(e).__name__}: "
+                    "a module being loaded or unloaded?)") from e
+            if not delays:
+                raise
+            failure = e
+    assert failure is not None
+    live.torn_module_list(prog, failure, "the loaded modules")
+    return [module for module in prog.modules() if isinstance(module, drgn.RelocatableModule)]
 
 
 def attach_module_files(prog: drgn.Program, candidates: Sequence[Candidate]) -> List[str]:

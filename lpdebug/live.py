@@ -47,6 +47,11 @@ __all__ = (
     "settled_trace",
     "settled_stage",
     "reverify_findings",
+    "TORN_READ_ERRORS",
+    "note_changed",
+    "noted_changes",
+    "module_in_flux",
+    "torn_module_list",
 )
 
 # Reads of one task (or one stage) before it is given up as changing; three
@@ -89,6 +94,74 @@ def is_moving(prog: drgn.Program) -> bool:
         return bool(marked)
     flags = getattr(prog, "flags", None)
     return isinstance(flags, drgn.ProgramFlags) and bool(flags & drgn.ProgramFlags.IS_LIVE)
+
+
+# What drgn raises when a structure it walks changes under it: a pointer freed
+# (FaultError), or a count or size read half-written, which drgn 0.3.0 then
+# tries to allocate (MemoryError) or cannot represent (OverflowError). On a
+# dump the same errors mean damaged input.
+TORN_READ_ERRORS = (MemoryError, OverflowError, drgn.FaultError)
+
+# In program_state: changed_while_reading diagnostics met outside a triage
+# stage (while the target was opened, its module list walked by drgn).
+_CHANGED_KEY = "changed_while_reading"
+
+
+def note_changed(prog: drgn.Program, diagnostic: Diagnostic) -> None:
+    """Keep ``diagnostic`` for the report: :func:`lpdebug.report.triage` lists it."""
+    program_state(prog).setdefault(_CHANGED_KEY, []).append(diagnostic)
+
+
+def noted_changes(prog: drgn.Program) -> List[Diagnostic]:
+    """The diagnostics :func:`note_changed` kept (a program of tests' fakes has none)."""
+    if not isinstance(getattr(prog, "cache", None), dict):
+        return []
+    return list(program_state(prog).get(_CHANGED_KEY, []))
+
+
+# enum module_state (include/linux/module.h, 5.10 to 6.12): MODULE_STATE_LIVE = 0
+_MODULE_STATE_LIVE = 0
+
+
+def module_in_flux(prog: drgn.Program) -> Optional[int]:
+    """
+    The address of a ``struct module`` that is being loaded or unloaded
+    (``state`` not ``MODULE_STATE_LIVE``: COMING, GOING or UNFORMED), read
+    with lpdebug's bounded walker; else the ``modules`` list head's; None
+    when neither can be read.
+    """
+    from .kernel import walk_list
+
+    try:
+        head = prog["modules"]
+    except (LookupError, drgn.FaultError):
+        return None
+    try:
+        for mod in walk_list(head, "struct module", "list", [], "modules", stage="debug_info"):
+            if mod.state.value_() != _MODULE_STATE_LIVE:
+                return mod.value_()
+    except Exception:  # noqa: BLE001 (only labels a diagnostic: the head says where instead)
+        pass
+    return head.address_
+
+
+def torn_module_list(prog: drgn.Program, error: BaseException, what: str) -> Diagnostic:
+    """
+    The ``changed_while_reading`` diagnostic of a walk of the module list
+    (``what`` it was for) that failed with ``error`` every time it was tried
+    on a kernel that runs: a module was being loaded or unloaded. Noted for
+    the report (:func:`note_changed`) and returned.
+    """
+    address = module_in_flux(prog)
+    where = f" (struct module {address:#x})" if address is not None else ""
+    detail = " ".join(str(error).split())
+    diagnostic = Diagnostic(
+        stage="debug_info", kind=DiagnosticKind.CHANGED_WHILE_READING, address=address,
+        message=(f"the module list changed while drgn walked it for {what}: a module was being "
+                 f"loaded or unloaded{where} ({type(error).__name__}"
+                 f"{': ' + detail if detail else ''}); the modules read before are used"))
+    note_changed(prog, diagnostic)
+    return diagnostic
 
 
 # --- one task ----------------------------------------------------------------

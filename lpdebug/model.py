@@ -407,13 +407,14 @@ class TaskTrace:
     # why task->ret_stack could not be walked (unreadable, or corrupt)
     ret_stack_diagnostics: List[Diagnostic] = field(default_factory=list)
     # What its CPU saved in the dump (crash_notes): `nip`, `r1`, `r2`, `link`, `msr`, `trap`,
-    # `pid`, and `pt_regs`, the address of those registers laid out as struct pt_regs
+    # `pid`, and `pt_regs`, the address of those registers laid out as struct pt_regs; or its
+    # vCPU's registers at a paused guest's pause (no `pt_regs`)
     cpu_registers: Optional[Dict[str, int]] = None
     crashed: bool = False  # its CPU is the one that crashed (panicked)
     cpu_image: Optional[str] = None  # module name or "vmlinux" holding the CPU's nip
     cpu_stop: Optional[CpuStop] = None  # facts about the code at the CPU's nip, for rule (c)
     # Where the unwind of the CPU's saved registers started (lpdebug.crash_notes.CrashStart.how):
-    # "exception", "saved" or "saved-r1-for-link"
+    # "exception", "saved" or "saved-r1-for-link"; "vcpu": a paused guest's vCPU (lpdebug.vcpu)
     cpu_unwind: Optional[str] = None
     # The function the CPU returned from last (its frame lies just below frame 0's SP, back
     # chain intact): index -1, pc = the return address into it that its own frame holds.

@@ -31,7 +31,8 @@ from typing import Any, Dict, Iterator, Tuple, Union
 
 from .errors import TargetError
 
-__all__ = ("QmpClient", "GuestLeftPaused", "Pause", "connect_socket", "paused", "guest_running")
+__all__ = ("QmpClient", "GuestLeftPaused", "Pause", "connect_socket", "paused", "guest_running",
+           "vcpu_registers_text", "resume")
 
 # How long to wait for QEMU to accept a connection: it takes the next client
 # only once the previous one has gone, and a Program closed a moment ago may
@@ -140,6 +141,19 @@ def guest_running(address: str) -> bool:
         return bool(qmp.command("query-status").get("running"))
 
 
+def vcpu_registers_text(address: str) -> str:
+    """
+    QEMU's monitor dump of every vCPU's registers (HMP ``info registers -a``
+    through QMP's ``human-monitor-command``): meaningful while the guest is
+    paused (see :mod:`lpdebug.vcpu`).
+    """
+    with QmpClient(address) as qmp:
+        text = qmp.command("human-monitor-command", **{"command-line": "info registers -a"})
+    if not isinstance(text, str):
+        raise TargetError(f"QMP at {address}: info registers gave no text")
+    return text
+
+
 class Pause:
     """What :func:`paused` yields."""
 
@@ -162,16 +176,98 @@ def paused(address: str) -> Iterator[Pause]:
     (see the module docstring). Yields a :class:`Pause` saying whether this
     call stopped it (if not, it was paused already, and stays paused). No QMP
     connection is held inside the block, so drgn can open its own.
+
+    A process killed with SIGKILL runs no cleanup: a watchdog (see
+    :func:`_start_watchdog`) resumes the guest then.
     """
-    with QmpClient(address) as qmp:
-        stopped_here = bool(qmp.command("query-status").get("running"))
-        if stopped_here:
-            qmp.command("stop")
+    watchdog = _start_watchdog(address)
+    try:
+        with QmpClient(address) as qmp:
+            stopped_here = bool(qmp.command("query-status").get("running"))
+            if stopped_here:
+                qmp.command("stop")
+    except BaseException:
+        _disarm(watchdog)
+        raise
+    if not stopped_here:
+        _disarm(watchdog)  # not lpdebug's pause: nothing to resume
     try:
         yield Pause(address, stopped_here)
     finally:
         if stopped_here:
             _resume(address)
+            _disarm(watchdog)
+
+
+# The watchdog: a child process in its own session (a Ctrl-C or a SIGKILL
+# sent to lpdebug's process group does not reach it) that reads a pipe whose
+# write end only lpdebug holds. lpdebug writes "done" once the guest runs
+# again, or when it did not pause it. End of file without "done" means that
+# lpdebug died mid-pause: the kernel closed its descriptors (drgn's QMP
+# connection too, so QEMU takes a new client), and the watchdog sends cont.
+_WATCHDOG = r"""
+import json, socket, sys, time
+if sys.stdin.buffer.read() == b"done":
+    sys.exit(0)
+address = sys.argv[1]
+host, _, port = address.rpartition(":")
+tcp = not address.startswith(("/", ".")) and port.isdigit()
+deadline = time.monotonic() + 60
+while True:
+    try:
+        if tcp:
+            s = socket.create_connection((host or "localhost", int(port)))
+        else:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(address)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            sys.exit(1)
+        time.sleep(0.2)
+f = s.makefile("rwb")
+f.readline()
+for command in ("qmp_capabilities", "cont"):
+    f.write(json.dumps({"execute": command}).encode() + b"\n")
+    f.flush()
+    while "event" in json.loads(f.readline() or b'{"return": 0}'):
+        pass
+sys.stderr.write("lpdebug died with the guest paused: its watchdog resumed the guest\n")
+"""
+
+
+def _start_watchdog(address: str) -> Any:
+    import subprocess
+    import sys
+
+    try:
+        return subprocess.Popen([sys.executable, "-c", _WATCHDOG, address], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    except OSError:
+        return None  # no watchdog: `lpdebug qemu-resume` is the way out (see --help)
+
+
+def _disarm(watchdog: Any) -> None:
+    if watchdog is None:
+        return
+    with contextlib.suppress(OSError):
+        watchdog.stdin.write(b"done")
+        watchdog.stdin.close()
+    with contextlib.suppress(Exception):
+        watchdog.wait(timeout=10)
+
+
+def resume(address: str) -> bool:
+    """
+    Resume the guest behind QMP ``address`` (``cont``) if it is paused: the
+    way out when an lpdebug run and its watchdog were both killed mid-pause.
+    Returns whether it was paused.
+    """
+    with QmpClient(address) as qmp:
+        if qmp.command("query-status").get("running"):
+            return False
+        qmp.command("cont")
+        return True
 
 
 @contextlib.contextmanager

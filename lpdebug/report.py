@@ -410,6 +410,10 @@ def triage(prog: Any, *, all_records: bool = False,
     stage("kernel_log")
     log_lines = _kernel_log_lines(prog, result, diagnostics)
     diagnostics.extend(filtered_diagnostics(prog, filtered_marks))
+    # What changed under the walks that drgn made while the target was opened.
+    from . import live
+
+    diagnostics.extend(live.noted_changes(prog))
     _gather(result, diagnostics)
     _coverage(prog, result)
     result.summary = summarize(result, log_lines)

@@ -26,7 +26,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import drgn
 
-from . import debuginfo, drgn_compat, dumpfile, hash_mmu, kernel, live, qmp
+from . import debuginfo, drgn_compat, dumpfile, hash_mmu, kernel, live, qmp, vcpu
 from .errors import BuildIdMismatch, DebugInfoError, ModuleListUnreadable, TargetError
 
 __all__ = (
@@ -215,9 +215,7 @@ def _unrename_module_init_sections(prog: drgn.Program) -> None:
         pass  # drgn then finds the modules itself, as before (a torn list: see _load)
 
 
-# Waits between walks of a moving kernel's module list: insmod under TCG
-# keeps a module unformed for a second or two.
-_MODULE_LIST_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+_MODULE_LIST_RETRY_DELAYS = debuginfo.MODULE_LIST_RETRY_DELAYS
 
 
 def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool) -> None:
@@ -229,7 +227,7 @@ def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool) ->
     # is read that passes: walk it again, a moment later.
     import time
 
-    torn = (MemoryError, OverflowError, drgn.FaultError) if live.is_live_target(prog) else ()
+    torn = live.TORN_READ_ERRORS if live.is_live_target(prog) else ()
     delays = _MODULE_LIST_RETRY_DELAYS if live.is_moving(prog) else ()
     failure: Optional[BaseException] = None
     for delay in (0.0, *delays):
@@ -254,6 +252,12 @@ def _load(prog: drgn.Program, files: List[str], *, default: bool, main: bool) ->
             # debug info are named from kallsyms and counted in the coverage.
             target_warnings(prog).append(f"the debug info search stopped: {detail}")
             return
+    assert failure is not None
+    if delays:
+        # A kernel that runs kept a module half loaded through every try: what
+        # drgn placed stays, the rest is named from kallsyms, and the report says so.
+        live.torn_module_list(prog, failure, "module debug info")
+        return
     raise ModuleListUnreadable(
         f"could not load debug info: drgn could not walk the kernel's module list "
         f"({type(failure).__name__}{': ' + str(failure) if str(failure).strip() else ''}; "
@@ -530,6 +534,8 @@ def open_qemu(
     live.mark_target(prog, moving=running)
     failure: Optional[BaseException] = None
     try:
+        if not running:
+            _read_vcpu_registers(prog, qmp_socket)
         _attach_qemu(prog, qmp_socket, vmlinux, debug_info, little_endian, debug_directories)
     except (TargetError, DebugInfoError) as e:
         failure = e
@@ -547,6 +553,23 @@ def open_qemu(
         prog = None
         raise failure
     return prog  # type: ignore[return-value]
+
+
+def _read_vcpu_registers(prog: drgn.Program, qmp_socket: str) -> None:
+    # The guest is paused: its vCPUs' registers unwind the tasks they run
+    # (drgn has no registers of a live target). Read before drgn takes QEMU's
+    # one QMP connection; nothing changes them until the guest runs again.
+    try:
+        vcpus = vcpu.parse_info_registers(qmp.vcpu_registers_text(qmp_socket))
+    except TargetError as e:
+        _warn(prog, f"the vCPUs' registers could not be read ({e}): the tasks running on them "
+              "are not unwound")
+        return
+    if not vcpus:
+        _warn(prog, "QEMU's info registers gave no vCPU registers lpdebug can read: the tasks "
+              "running on them are not unwound")
+        return
+    vcpu.set_vcpu_registers(prog, vcpus, "qmp")
 
 
 _QMP_SOCKET_KEY = "qmp_socket"  # in kernel.program_state: the connection drgn reads through

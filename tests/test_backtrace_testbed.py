@@ -43,6 +43,19 @@ has one of these reasons, and each is removed here on purpose:
    line from the top takes the saved LR of the k-th livepatch-stack entry
    from the top, read here with plain memory reads and named with drgn's
    own symbol lookup (not lpdebug's).
+4. A task that ran between the captures (``again``) may have slept again at
+   another call site of the same function, which a line that the
+   function_graph capture shows hooked cannot tell: ``arch_stack_walk()``
+   prints the raw LR save word (arch/powerpc/kernel/stacktrace.c, 5.10 to
+   6.12; only the reliable walker calls ``ftrace_graph_ret_addr()``). There
+   the oracle vouches for the function and module, not the offset. Seen on
+   settled-5.10's rcu_sched: 5.10's ``rcu_gp_fqs_loop()`` is a plain
+   ``static`` function that gcc inlines into ``rcu_gp_kthread()``
+   (kernel/rcu/tree.c), so its wait for a grace-period request
+   (``rcu_gp_kthread+0xa0``) and its force-quiescent-state wait (``+0x2ac``)
+   are two call sites of one frame at the same depth; 6.12 marks
+   ``rcu_gp_fqs_loop()`` ``noinline_for_stack``, and the second wait has a
+   frame of its own, so a move between them changes the stack's shape.
 
 Scenarios are a fixed list: one that the testbed has not built fails.
 """
@@ -51,7 +64,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
 
@@ -123,27 +136,43 @@ def _hooked(entry: Optional[Entry]) -> bool:
     return entry is not None and entry[0] in RETURN_TO_HANDLER_NAMES
 
 
-def aligns(nofgraph: List[Entry], with_fgraph: List[Entry]) -> bool:
+def hidden_by_hooks(nofgraph: List[Entry], with_fgraph: List[Entry]) -> Optional[Set[int]]:
     """
-    ``with_fgraph`` can be read as ``nofgraph`` with some return addresses
-    hooked: each return_to_handler line stands for one line of ``nofgraph``
-    or for a scheduler function (which /proc/PID/stack drops only while it
-    is not hooked); every other line is equal.
+    None when ``with_fgraph`` cannot be read as ``nofgraph`` with some return
+    addresses hooked; else the lines of ``nofgraph`` that a return_to_handler
+    line stands for in some reading. Each return_to_handler line stands for
+    one line of ``nofgraph`` or for a scheduler function (which
+    /proc/PID/stack drops only while it is not hooked); every other line is
+    equal.
     """
-    memo: Dict[Tuple[int, int], bool] = {}
+    memo: Dict[Tuple[int, int], Optional[Set[int]]] = {}
 
-    def go(i: int, j: int) -> bool:
+    def go(i: int, j: int) -> Optional[Set[int]]:
         if (i, j) not in memo:
+            readings: List[Set[int]] = []
             if j == len(with_fgraph):
-                memo[i, j] = i == len(nofgraph)
+                if i == len(nofgraph):
+                    readings.append(set())
             elif _hooked(with_fgraph[j]):
-                memo[i, j] = (i < len(nofgraph) and go(i + 1, j + 1)) or go(i, j + 1)
-            else:
-                memo[i, j] = (i < len(nofgraph) and nofgraph[i] == with_fgraph[j]
-                              and go(i + 1, j + 1))
+                rest = go(i + 1, j + 1) if i < len(nofgraph) else None
+                if rest is not None:
+                    readings.append(rest | {i})
+                rest = go(i, j + 1)
+                if rest is not None:
+                    readings.append(rest)
+            elif i < len(nofgraph) and nofgraph[i] == with_fgraph[j]:
+                rest = go(i + 1, j + 1)
+                if rest is not None:
+                    readings.append(rest)
+            memo[i, j] = set().union(*readings) if readings else None
         return memo[i, j]
 
     return go(0, 0)
+
+
+def aligns(nofgraph: List[Entry], with_fgraph: List[Entry]) -> bool:
+    """``with_fgraph`` can be read as ``nofgraph`` with some return addresses hooked."""
+    return hidden_by_hooks(nofgraph, with_fgraph) is not None
 
 
 def same_point(nofgraph: List[Optional[Entry]], with_fgraph: List[Optional[Entry]]) -> bool:
@@ -215,12 +244,14 @@ def oracle_frames(name: str, trace) -> Tuple[Optional[List[Entry]], str]:
     with_fgraph = parse_stack(fgraph_text)
     if len(nofgraph) < 2 or None in nofgraph[1:] or None in with_fgraph[1:]:
         return None, "raw addresses in the capture"
+    hidden: Set[int] = set()
     if same_point(nofgraph, with_fgraph):
         kind = "still"
-    elif aligns(nofgraph[1:], with_fgraph[1:]):
-        kind = "again"
     else:
-        return None, "slept elsewhere with function_graph on"
+        found = hidden_by_hooks(nofgraph[1:], with_fgraph[1:])
+        if found is None:
+            return None, "slept elsewhere with function_graph on"
+        kind, hidden = "again", found
     shown = [(RTH, 0, None) if _hooked(e) else e for e in with_fgraph[1:]]
     if _kernel_view_of_raw_frames(name, trace) != shown:
         return None, "moved after the function_graph capture"
@@ -228,9 +259,13 @@ def oracle_frames(name: str, trace) -> Tuple[Optional[List[Entry]], str]:
     entries = nofgraph[1:]
     lrs = iter(raw_livepatch_lrs(prog, pid)) if any(
         e[0] == "livepatch_handler" for e in entries) else iter(())
-    result = []
-    for entry in entries:
-        if entry[0] == "livepatch_handler":
+    result: List[Entry] = []
+    for index, entry in enumerate(entries):
+        if index in hidden and entry[0] != "livepatch_handler":
+            # A hooked line shows return_to_handler: the function is the one this task
+            # slept in, its call site is not shown (reason 4 of the module docstring).
+            result.append((entry[0], ANY_OFFSET, entry[2]))
+        elif entry[0] == "livepatch_handler":
             lr = next(lrs, None)
             if lr is None:
                 return None, "livepatch_handler without a livepatch-stack entry"
@@ -250,6 +285,17 @@ def our_frames(name: str, trace) -> List[Entry]:
             if not any(start <= f.pc < end for start, end in ranges)]
 
 
+# The offset of an oracle line that a hooked return hides (see oracle_frames).
+ANY_OFFSET = -1
+
+
+def same_frames(ours: List[Entry], expected: List[Entry]) -> bool:
+    """Equal, line by line; where the oracle cannot show the offset, the function and module."""
+    return len(ours) == len(expected) and all(
+        o == e or (e[1] == ANY_OFFSET and (o[0], o[2]) == (e[0], e[2]))
+        for o, e in zip(ours, expected))
+
+
 def agreement(name: str) -> Dict[str, object]:
     """Tasks compared with the oracle, per kind, the equal ones, the
     differences, and why the other tasks were not compared."""
@@ -264,7 +310,7 @@ def agreement(name: str) -> Dict[str, object]:
             continue
         compared[kind] += 1
         ours = our_frames(name, trace)
-        if ours == expected:
+        if same_frames(ours, expected):
             equal[kind] += 1
         else:
             differences.append(f"pid {trace.pid} ({trace.comm}, {kind}): ours {ours} != "
@@ -293,17 +339,21 @@ def test_same_point_and_alignment_reject_a_task_that_moved():
     assert aligns(before[1:], hooked[1:] + [("mcount", 0x10, None)])  # a hooked sched function
     assert not aligns(before[1:], moved[1:])
     assert not aligns(before[1:] + [("kthread", 0x108, None)], hooked[1:])
+    # the hooked line stands for do_wait (whose call site it hides) or for a sched function
+    assert hidden_by_hooks(before[1:], hooked[1:]) == {1}
+    assert hidden_by_hooks(before[1:], before[1:]) == set()
+    assert hidden_by_hooks(before[1:], moved[1:]) is None
+    hidden = [("do_wait", ANY_OFFSET, None)]
+    assert same_frames([("do_wait", 0x40, None)], hidden)
+    assert not same_frames([("do_select", 0xF4, None)], hidden)
+    assert not same_frames([("do_wait", 0xF4, "lpd_victim")], hidden)
+    assert not same_frames([("do_wait", 0x40, None)], [("do_wait", 0xF4, None)])
 
 
 # --- end to end ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=False, reason=(
-        "rcu_sched slept again at another point of rcu_gp_kthread between the truth capture and "
-        "the QMP stop; the mover check misses it on 5.10, whose /proc/PID/stack names "
-        "return_to_handler (issue 14 note)"))) if n == "settled-5.10" else n
-    for n in SCENARIOS])
+@pytest.mark.parametrize("name", SCENARIOS)
 def test_true_backtraces_equal_the_kernels_view(name):
     result = agreement(name)
     print(f"{name}: equal/compared {result['equal']}/{result['compared']}, "

@@ -106,6 +106,15 @@ def _stop_guest(since):
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     load_manifest()  # fail loudly, with the testbed's own message, when it was never built
+    booted = os.environ.get("LPDEBUG_SETTLED_LIVE")
+    if booted:
+        # LPDEBUG_SETTLED_LIVE=.../live/settled/live.json: a settled guest booted beforehand
+        # (vmcores/build --live settled), used and left running
+        with open(booted) as f:
+            info = json.load(f)
+        assert info["scenario"] == SCENARIO, booted
+        yield info
+        return
     started = time.time() - 1
     log_path = tmp_path_factory.mktemp("live") / "build.log"
     info_path = os.path.join(LIVE_DIR, "live.json")
@@ -324,3 +333,81 @@ def test_three_front_ends_give_the_same_bytes(paused, tmp_path):
             assert f.read() == want, f"drgn %lp{command} differs from the CLI"
         with open(gdb_path) as f:
             assert f.read() == want, f"gdb lp-{command} differs from the CLI: {gdb_proc.stderr[-2000:]}"
+
+
+# gdb's own view of each vCPU (gdbstub thread): its registers, the task the kernel's paca says
+# it runs, and gdb's own unwinding (its physical frames, inline frames folded), printed as JSON.
+_GDB_VCPUS = r"""python
+import json
+out = []
+for thread in sorted(gdb.selected_inferior().threads(), key=lambda t: t.num):
+    thread.switch()
+    frame = gdb.newest_frame()
+    regs = {n: int(frame.read_register(n)) & (1 << 64) - 1 for n in ("pc", "r1", "lr", "r13", "msr")}
+    current = gdb.parse_and_eval("((struct paca_struct *)$r13)->__current")
+    pcs, names = [], []
+    while frame is not None and len(pcs) < 32:
+        if frame.type() != gdb.INLINE_FRAME:
+            pcs.append(int(frame.pc()))
+            names.append(frame.name())
+        try:
+            frame = frame.older()
+        except gdb.error:
+            break
+    out.append({"regs": regs, "task": int(current), "pid": int(current["pid"]), "pcs": pcs,
+                "names": names})
+print("LP-VCPUS " + json.dumps(out))
+end"""
+
+
+def _gdb_vcpus(live, tmp_path):
+    path = str(tmp_path / "vcpus.gdb")
+    argv = ["gdb-multiarch", "-nx", "-batch", live["vmlinux"], "-ex", "set pagination off",
+            "-ex", f"target remote :{live['gdb_port']}"]
+    with open(path, "w") as f:
+        f.write(_GDB_VCPUS + "\n")
+    proc = subprocess.run(argv + ["-x", path, "-ex", "disconnect"], capture_output=True,
+                          text=True, timeout=600)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("LP-VCPUS ")), None)
+    assert line, (proc.stdout[-3000:], proc.stderr[-3000:])
+    return json.loads(line[len("LP-VCPUS "):])
+
+
+# gdb's unwinder does not know the ftrace entry (a function's "mflr r0; bl _mcount" prologue)
+# and invents a frame there; its frames are compared up to that one.
+_GDB_LOST_AT = ("mcount", "_mcount", "ftrace_caller", "ftrace_regs_caller")
+
+
+def test_paused_guests_running_tasks_unwound_from_their_vcpus(paused, tmp_path):
+    """
+    With the guest paused, each vCPU's task (the kernel's paca->__current, as gdb reads it
+    through the gdbstub) is unwound from that vCPU's registers: the report is complete (exit
+    0), the registers lpdebug read over QMP are gdb's, and its frames are gdb's own unwinding
+    as far as gdb gets (at least the leaf's caller, which the back chain alone skips).
+    """
+    proc = _cli("triage", "--json", *qemu_args(paused))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    validate_triage(doc)
+    vcpus = _gdb_vcpus(paused, tmp_path)
+    assert not _qmp(paused["qmp"], "query-status")[0]["running"], "gdb resumed the guest"
+    running = {t["address"]: t for t in doc["tasks"] if t["cpu_unwind"] == "vcpu"}
+    assert set(running) == {v["task"] for v in vcpus}, (running.keys(), vcpus)
+    for v in vcpus:
+        task = running[v["task"]]
+        assert task["pid"] == v["pid"] and not task["diagnostics"], task
+        regs = task["cpu_registers"]
+        assert (regs["nip"], regs["r1"], regs["link"], regs["msr"]) == \
+            (v["regs"]["pc"], v["regs"]["r1"], v["regs"]["lr"], v["regs"]["msr"]), (regs, v)
+        gdb_pcs = []
+        for pc, name in zip(v["pcs"], v["names"]):
+            if name in _GDB_LOST_AT:
+                break
+            gdb_pcs.append(pc)
+        assert len(gdb_pcs) >= 2, v
+        ours = [f["raw_pc"] for f in task["frames"]]
+        assert ours[:len(gdb_pcs)] == gdb_pcs, (task["pid"], [hex(p) for p in ours],
+                                                [hex(p) for p in gdb_pcs])
+        # and beyond gdb, down to the task's first frame: an idle task's ends in its CPU's start
+        assert task["frames"][-1]["symbol"] in ("start_here_common", "start_secondary_prolog"), \
+            task["frames"]
