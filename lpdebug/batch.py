@@ -149,8 +149,8 @@ def _is_dump(path: str) -> bool:
     except OSError:
         return False
     if head.startswith(_ELF_MAGIC) and len(head) >= 18:
-        byteorder = "little" if head[5] == 1 else "big"
-        return int.from_bytes(head[16:18], byteorder) == _ET_CORE
+        e_type = int.from_bytes(head[16:18], "little" if head[5] == 1 else "big")
+        return e_type == _ET_CORE
     return head.startswith((KDUMP_SIGNATURE, FLATTENED_SIGNATURE))
 
 
@@ -458,9 +458,11 @@ def _child_request(vmcore: Vmcore, options: BatchOptions) -> bytes:
     }).encode()
 
 
-def _last_line(text: bytes) -> str:
+def _stderr_reason(text: bytes) -> str:
+    # The interpreter's own last words when it aborts, else the last line the process wrote.
     lines = [" ".join(t.split()) for t in text.decode(errors="replace").splitlines() if t.strip()]
-    return lines[-1] if lines else ""
+    fatal = [line for line in lines if line.startswith("Fatal Python error")]
+    return (fatal or lines[-1:] or [""])[0]
 
 
 def triage_vmcore(vmcore: Vmcore, options: BatchOptions) -> Dict[str, Any]:
@@ -509,7 +511,7 @@ def triage_vmcore(vmcore: Vmcore, options: BatchOptions) -> Dict[str, Any]:
                 why += f" (possibly at the memory limit of {options.memory_limit} MiB: --memory-limit)"
         else:
             why = f"exited with status {proc.returncode}"
-        detail = _last_line(err)
+        detail = _stderr_reason(err)
         return _failed(vmcore, BatchStatus.DIED,
                        f"the triage process {why} without an answer" + (f": {detail}" if detail else ""),
                        seconds)
@@ -603,6 +605,14 @@ class BatchRun:
     skipped: int  # vmcores the results file already had
 
 
+def _report_to(done: "queue.Queue[Tuple[Vmcore, Any]]", vmcore: Vmcore) -> Callable[[Any], None]:
+    """A future's done callback: hand (vmcore, future) to the thread that writes the lines."""
+    def report(future: Any) -> None:
+        done.put((vmcore, future))
+
+    return report
+
+
 def _submit_local(todo: Sequence[Vmcore], options: BatchOptions, jobs: int,
                   done: "queue.Queue[Tuple[Vmcore, Any]]") -> Callable[[], None]:
     # Each task only starts a triage process and waits for it: the pool's threads bound how
@@ -612,7 +622,7 @@ def _submit_local(todo: Sequence[Vmcore], options: BatchOptions, jobs: int,
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="lpdebug-batch")
     for vmcore in todo:
         future = pool.submit(triage_vmcore, vmcore, options)
-        future.add_done_callback(lambda f, v=vmcore: done.put((v, f)))
+        future.add_done_callback(_report_to(done, vmcore))
 
     def cancel() -> None:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -635,7 +645,7 @@ def _submit_dask(todo: Sequence[Vmcore], options: BatchOptions, scheduler: Any,
     # triaged again is a new task. Paths must mean the same on every worker.
     futures = client.map(triage_vmcore, list(todo), options=options, pure=False)
     for vmcore, future in zip(todo, futures):
-        future.add_done_callback(lambda f, v=vmcore: done.put((v, f)))
+        future.add_done_callback(_report_to(done, vmcore))
 
     def cancel() -> None:
         try:
