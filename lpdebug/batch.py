@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .errors import LpdebugError
 from .model import json_meta
@@ -42,6 +42,7 @@ __all__ = (
     "find_vmcores",
     "resume_key",
     "read_results",
+    "LineSummary",
     "triage_vmcore",
     "run_batch",
     "corpus_tables",
@@ -370,48 +371,90 @@ def _key(vmcore: Vmcore) -> Key:
     return (vmcore.path, vmcore.size, vmcore.mtime_ns)
 
 
-def read_results(path: str) -> List[Dict[str, Any]]:
+def _results(path: str) -> Iterator[Tuple[Key, bytes, Dict[str, Any]]]:
     """
-    The lines of a results file, the last line for each key. A line cut short
-    by an interrupted run (no newline at its end, or not JSON) is dropped from
-    the file, so its vmcore is triaged again and appending stays well formed.
+    (key, text, line) of each line of a results file, read one at a time. A last
+    line cut short by an interrupted run (no newline at its end) is dropped from
+    the file, so its vmcore is triaged again and appending stays well formed; any
+    other line that is not a batch line stops the run (it is someone's edit: it is
+    not ours to delete).
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")
     except FileNotFoundError:
-        return []
+        return
     except OSError as e:
         raise BatchError(f"{path}: cannot read the results: {e.strerror or e}") from None
-    lines: Dict[Key, Dict[str, Any]] = {}
     good = 0
-    offset = 0
-    for raw in data.splitlines(keepends=True):
-        if not raw.endswith(b"\n"):
-            break
+    with f:
+        for number, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                line = json.loads(raw)
+                key = resume_key(line)
+                BatchStatus(line["status"])
+            except (ValueError, KeyError, TypeError):
+                raise BatchError(f"{path}:{number}: not a line of lpdebug batch's results: "
+                                 "remove it, or give another --out") from None
+            good += len(raw)
+            yield key, raw, line
+        cut = f.tell() != good
+    if cut:
         try:
-            line = json.loads(raw)
-            key = resume_key(line)
-        except (ValueError, KeyError, TypeError):
-            break
-        lines[key] = line
-        offset += len(raw)
-        good = offset
-    if good != len(data):
-        try:
-            with open(path, "r+b") as f:
-                f.truncate(good)
+            with open(path, "r+b") as out:
+                out.truncate(good)
         except OSError as e:
             raise BatchError(f"{path}: cannot drop its unfinished last line: {e.strerror or e}") from None
-    return list(lines.values())
 
 
-def _rewrite(path: str, lines: Iterable[Dict[str, Any]]) -> None:
+def read_results(path: str) -> List[Dict[str, Any]]:
+    """The lines of a results file, the last one for each key (see :func:`_results`)."""
+    return list({key: line for key, _, line in _results(path)}.values())
+
+
+@dataclass
+class LineSummary:
+    """What the closing tables need of a line: a corpus of thousands of triage documents stays on disk."""
+
+    path: str
+    status: BatchStatus
+    error: Optional[str]
+    crashed: bool  # the triage's summary says the kernel crashed
+    findings: List[Tuple[str, str]]  # (kind, severity) of each finding
+
+    @classmethod
+    def of(cls, line: Dict[str, Any]) -> "LineSummary":
+        triage = line.get("triage") or {}
+        return cls(path=line["path"], status=BatchStatus(line["status"]), error=line.get("error"),
+                   crashed=bool((triage.get("summary") or {}).get("crashed")),
+                   findings=[(f["kind"], f["severity"]) for f in triage.get("findings") or []])
+
+
+def _summaries(path: str, retry_failed: bool) -> Dict[Key, LineSummary]:
+    # With retry_failed, the lines of vmcores not triaged are dropped from the file first.
+    kept: Dict[Key, LineSummary] = {}
+    dropped = False
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for line in lines:
-            f.write(json.dumps(line, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    out = open(tmp, "wb") if retry_failed and os.path.exists(path) else None
+    try:
+        for key, raw, line in _results(path):
+            summary = LineSummary.of(line)
+            if retry_failed and summary.status not in TRIAGED:
+                dropped = True
+                kept.pop(key, None)
+                continue
+            if out is not None:
+                out.write(raw)
+            kept[key] = summary
+    finally:
+        if out is not None:
+            out.close()
+            if dropped:
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
+    return kept
 
 
 # --- one vmcore, in a process of its own ----------------------------------------
@@ -465,6 +508,13 @@ def _stderr_reason(text: bytes) -> str:
     return (fatal or lines[-1:] or [""])[0]
 
 
+def _site_paths() -> List[str]:
+    import site
+
+    paths = list(site.getsitepackages()) if hasattr(site, "getsitepackages") else []
+    return [os.path.abspath(p) for p in paths + [site.getusersitepackages()]]
+
+
 def triage_vmcore(vmcore: Vmcore, options: BatchOptions) -> Dict[str, Any]:
     """
     Triage one vmcore in a new process (``python3 -m lpdebug.batch --child``) under
@@ -474,9 +524,10 @@ def triage_vmcore(vmcore: Vmcore, options: BatchOptions) -> Dict[str, Any]:
     """
     start = time.monotonic()
     env = dict(os.environ)
-    # the child imports this lpdebug, wherever it was imported from
+    # The child imports this lpdebug: a checkout's, too, when that is not on its path.
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    if package_root not in _site_paths():
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     try:
         proc = subprocess.Popen([sys.executable, "-m", "lpdebug.batch", "--child"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -600,7 +651,7 @@ BatchProgress = Callable[[int, int, Optional[Dict[str, Any]]], None]
 class BatchRun:
     """What :func:`run_batch` did."""
 
-    lines: List[Dict[str, Any]]  # the corpus' lines, those of earlier runs included, in corpus order
+    lines: List[LineSummary]  # the corpus' lines, those of earlier runs included, in corpus order
     ran: int  # vmcores triaged in this run
     skipped: int  # vmcores the results file already had
 
@@ -675,17 +726,10 @@ def run_batch(vmcores: Sequence[Vmcore], out: str, options: BatchOptions, *, job
     ``out`` as it ends. An interrupt kills the running triage processes; the lines
     written stay, and a rerun goes on from there.
     """
-    previous = read_results(out)
-    if retry_failed:
-        kept = [line for line in previous if BatchStatus(line["status"]) in TRIAGED]
-        if len(kept) != len(previous):
-            _rewrite(out, kept)
-        previous = kept
-    have = {resume_key(line): line for line in previous}
+    have = _summaries(out, retry_failed)
     todo = [v for v in vmcores if _key(v) not in have]
     total = len(vmcores)
     finished = total - len(todo)
-    results: Dict[Key, Dict[str, Any]] = {k: v for k, v in have.items()}
     if todo:
         done: "queue.Queue[Tuple[Vmcore, Any]]" = queue.Queue()
         started = time.monotonic()
@@ -705,7 +749,7 @@ def run_batch(vmcores: Sequence[Vmcore], out: str, options: BatchOptions, *, job
                         line = _line_of(vmcore, future, started)
                         f.write(json.dumps(line, sort_keys=True) + "\n")
                         f.flush()
-                        results[_key(vmcore)] = line
+                        have[_key(vmcore)] = LineSummary.of(line)
                         finished += 1
                         if progress is not None:
                             progress(finished, total, line)
@@ -713,59 +757,52 @@ def run_batch(vmcores: Sequence[Vmcore], out: str, options: BatchOptions, *, job
                     cancel()
         except OSError as e:
             raise BatchError(f"{out}: cannot write the results: {e.strerror or e}") from None
-    lines = [results[_key(v)] for v in vmcores if _key(v) in results]
+    lines = [have[_key(v)] for v in vmcores if _key(v) in have]
     return BatchRun(lines=lines, ran=len(todo), skipped=total - len(todo))
 
 
 # --- across the corpus -------------------------------------------------------------
 
 
-def corpus_exit_status(lines: Sequence[Dict[str, Any]]) -> int:
+def corpus_exit_status(lines: Sequence[LineSummary]) -> int:
     """As lpdebug triage's, over the corpus: 3 when any vmcore is incomplete or failed, else 1 when any
     has findings, else 0."""
     from .report import EXIT_CLEAN, EXIT_FINDINGS, EXIT_INCOMPLETE
 
-    statuses = {BatchStatus(line["status"]) for line in lines}
+    statuses = {line.status for line in lines}
     if statuses - {BatchStatus.CLEAN, BatchStatus.FINDINGS}:
         return EXIT_INCOMPLETE
     return EXIT_FINDINGS if BatchStatus.FINDINGS in statuses else EXIT_CLEAN
 
 
-def corpus_tables(lines: Sequence[Dict[str, Any]]) -> str:
+def corpus_tables(lines: Sequence[LineSummary]) -> str:
     """The closing tables: vmcores by verdict, findings by kind, and the vmcores that failed."""
     from tabulate import tabulate
 
-    by_status: Dict[str, List[int]] = {}
+    by_status: Dict[BatchStatus, List[int]] = {}
     for line in lines:
-        counts = by_status.setdefault(line["status"], [0, 0])
+        counts = by_status.setdefault(line.status, [0, 0])
         counts[0] += 1
-        summary = (line.get("triage") or {}).get("summary") or {}
-        counts[1] += bool(summary.get("crashed"))
-    order = [s.value for s in BatchStatus]
-    verdicts = [[status, by_status[status][0], by_status[status][1]]
-                for status in order if status in by_status]
+        counts[1] += line.crashed
+    verdicts: List[List[Any]] = [[status.value, *by_status[status]] for status in BatchStatus
+                                 if status in by_status]
     verdicts.append(["total", len(lines), sum(c[1] for c in by_status.values())])
     parts = ["Vmcores by verdict\n------------------\n"
              + tabulate(verdicts, headers=["verdict", "vmcores", "kernel crashed"])]
 
     kinds: Dict[Tuple[str, str], List[int]] = {}
     for line in lines:
-        seen: Set[Tuple[str, str]] = set()
-        for finding in (line.get("triage") or {}).get("findings") or []:
-            key = (finding["kind"], finding["severity"])
-            counts = kinds.setdefault(key, [0, 0])
-            counts[0] += 1
-            if key not in seen:
-                seen.add(key)
-                counts[1] += 1
+        for key in line.findings:
+            kinds.setdefault(key, [0, 0])[0] += 1
+        for key in set(line.findings):
+            kinds[key][1] += 1
     severity = {"error": 0, "warning": 1, "info": 2}
     rows = [[kind, sev, n, v] for (kind, sev), (n, v)
             in sorted(kinds.items(), key=lambda kv: (severity.get(kv[0][1], 3), kv[0][0]))]
     parts.append("Findings by kind\n----------------\n" + (
         tabulate(rows, headers=["kind", "severity", "findings", "vmcores"]) if rows else "none"))
 
-    failed = [[line["path"], line["status"], line["error"]] for line in lines
-              if BatchStatus(line["status"]) not in TRIAGED]
+    failed = [[line.path, line.status.value, line.error] for line in lines if line.status not in TRIAGED]
     if failed:
         parts.append("Not triaged\n-----------\n"
                      + tabulate(failed, headers=["vmcore", "status", "error"], maxcolwidths=[None, None, 80]))

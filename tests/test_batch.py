@@ -140,7 +140,8 @@ def test_a_dask_local_cluster_gives_the_pools_lines(pool_run, tmp_path):
     lines = read_lines(out)
     assert len(lines) == len(NAMES)
     assert without_cost(lines) == without_cost(read_lines(pool_out))
-    assert without_cost(done.lines) == without_cost(lines)
+    assert [line.path for line in done.lines] == [v.path for v in vmcores]
+    assert [line.status.value for line in done.lines] == [by_path(lines)[v.path]["status"] for v in vmcores]
 
 
 def test_a_rerun_skips_what_is_done(pool_run, tmp_path):
@@ -170,6 +171,19 @@ def test_a_line_cut_short_is_triaged_again(pool_run, tmp_path):
     done = batch.run_batch(batch.find_vmcores([FIXTURES]), out, batch.BatchOptions(), jobs=2)
     assert (done.ran, done.skipped) == (1, len(keep))
     assert without_cost(read_lines(out)) == without_cost(read_lines(pool_out))
+
+
+def test_a_line_that_is_not_a_batch_line_stops_the_run(pool_run, tmp_path):
+    _, pool_out = pool_run
+    out = tmp_path / "results.jsonl"
+    with open(pool_out) as f:
+        texts = f.readlines()
+    out.write_text(texts[0] + "an edit\n" + texts[1])
+    proc = run_batch_cli(FIXTURES, "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"lpdebug: error: {out}:2: not a line of lpdebug batch's results: remove it, or " \
+                          "give another --out\n"
+    assert out.read_text() == texts[0] + "an edit\n" + texts[1], "the file was changed"
 
 
 # --- bad vmcores get their own lines -----------------------------------------------------
