@@ -131,17 +131,30 @@ def test_the_closing_tables_count_the_documents(pool_run):
 def test_a_dask_local_cluster_gives_the_pools_lines(pool_run, tmp_path):
     from distributed import LocalCluster
 
-    _, pool_out = pool_run
+    proc, pool_out = pool_run
     out = str(tmp_path / "results.jsonl")
-    vmcores = batch.find_vmcores([FIXTURES])
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        done = batch.run_batch(vmcores, out, batch.BatchOptions(), scheduler=cluster.scheduler_address)
-    assert (done.ran, done.skipped) == (len(NAMES), 0)
+    # two workers as threads of this process (fast to start), reached by lpdebug batch over TCP
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
+                      dashboard_address=None) as cluster:
+        dask = run_batch_cli(FIXTURES, "--out", out, "--scheduler", cluster.scheduler_address)
+    assert "Traceback" not in dask.stderr, dask.stderr
     lines = read_lines(out)
     assert len(lines) == len(NAMES)
     assert without_cost(lines) == without_cost(read_lines(pool_out))
+    assert (dask.returncode, dask.stdout) == (proc.returncode, proc.stdout)
+
+
+def test_run_batch_on_a_cluster_object(tmp_path):
+    from distributed import LocalCluster
+
+    out = str(tmp_path / "results.jsonl")
+    vmcores = batch.find_vmcores([os.path.join(FIXTURES, "settled"), os.path.join(FIXTURES, "stuck")])
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        done = batch.run_batch(vmcores, out, batch.BatchOptions(), scheduler=cluster)
+    assert (done.ran, done.skipped) == (2, 0)
     assert [line.path for line in done.lines] == [v.path for v in vmcores]
-    assert [line.status.value for line in done.lines] == [by_path(lines)[v.path]["status"] for v in vmcores]
+    for line in read_lines(out):
+        assert line["triage"] == single_triage(os.path.basename(line["path"]))[0]
 
 
 def test_a_rerun_skips_what_is_done(pool_run, tmp_path):
