@@ -81,6 +81,9 @@ examples:
   lpdebug triage -c vmcore -s vmlinux --json > report.json
       the same as a JSON document (schema lpdebug.triage/2); every
       command takes --json
+  lpdebug batch /srv/cases --out results.jsonl
+      every vmcore under a directory (each beside its vmlinux and modules),
+      one JSON line each, resumable (lpdebug batch --help)
   lpdebug bt -c vmcore -s vmlinux 1234
       true backtrace of PID 1234
   lpdebug bt -c vmcore -s vmlinux
@@ -277,8 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
                                      parser_class=_Parser, prog=PROG)
     commands.required = True
     for spec in SPECS:
-        if spec.name == "triage":
-            _batch_parser(commands)
         sub = commands.add_parser(
             spec.name,
             help=spec.summary,
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _target_arguments(sub)
         add_arguments(sub, spec, reserved=TARGET_FLAGS)
+    _batch_parser(commands)
     return parser
 
 

@@ -212,7 +212,7 @@ def _tree(root: str, exclude: Set[str]) -> List[Vmcore]:
     # files, and every subdirectory with no vmcore of its own below it (modules/, an
     # unpacked debuginfo package), searched as lpdebug triage -s DIR searches.
     holders = set()
-    for directory in cores:
+    for directory in list(cores) + [v.path for v in fixtures]:
         d = os.path.abspath(directory)
         while True:
             holders.add(d)
@@ -226,7 +226,7 @@ def _tree(root: str, exclude: Set[str]) -> List[Vmcore]:
         for name in sorted(os.listdir(directory)):
             path = os.path.abspath(os.path.join(directory, name))
             if os.path.isdir(path):
-                if path not in holders and not os.path.isfile(os.path.join(path, FIXTURE_FILE)):
+                if path not in holders:
                     beside.append(path)
             elif _is_debug_file(name):
                 beside.append(path)
