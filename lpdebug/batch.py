@@ -733,30 +733,29 @@ def run_batch(vmcores: Sequence[Vmcore], out: str, options: BatchOptions, *, job
     if todo:
         done: "queue.Queue[Tuple[Vmcore, Any]]" = queue.Queue()
         started = time.monotonic()
+        cancel = (_submit_dask(todo, options, scheduler, done) if scheduler is not None
+                  else _submit_local(todo, options, jobs, done))
         try:
             with open(out, "a") as f:
-                cancel = (_submit_dask(todo, options, scheduler, done) if scheduler is not None
-                          else _submit_local(todo, options, jobs, done))
-                try:
-                    for _ in range(len(todo)):
-                        while True:
-                            try:
-                                vmcore, future = done.get(timeout=1.0)
-                                break
-                            except queue.Empty:
-                                if progress is not None:
-                                    progress(finished, total, None)
-                        line = _line_of(vmcore, future, started)
-                        f.write(json.dumps(line, sort_keys=True) + "\n")
-                        f.flush()
-                        have[_key(vmcore)] = LineSummary.of(line)
-                        finished += 1
-                        if progress is not None:
-                            progress(finished, total, line)
-                finally:
-                    cancel()
+                for _ in range(len(todo)):
+                    while True:
+                        try:
+                            vmcore, future = done.get(timeout=1.0)
+                            break
+                        except queue.Empty:
+                            if progress is not None:
+                                progress(finished, total, None)
+                    line = _line_of(vmcore, future, started)
+                    f.write(json.dumps(line, sort_keys=True) + "\n")
+                    f.flush()
+                    have[_key(vmcore)] = LineSummary.of(line)
+                    finished += 1
+                    if progress is not None:
+                        progress(finished, total, line)
         except OSError as e:
             raise BatchError(f"{out}: cannot write the results: {e.strerror or e}") from None
+        finally:
+            cancel()
     lines = [have[_key(v)] for v in vmcores if _key(v) in have]
     return BatchRun(lines=lines, ran=len(todo), skipped=total - len(todo))
 
