@@ -211,10 +211,13 @@ def _batch_parser(commands: Any) -> None:
 def _batch_progress(stream: Any) -> Any:
     """A bar of the vmcores done on a terminal; a line per vmcore otherwise."""
     bar = ProgressBar(stream)
+    failed = []
 
     def progress(done: int, total: int, line: Optional[dict]) -> None:
+        if line is not None and line["triage"] is None:
+            failed.append(line["path"])
         if bar.enabled:
-            bar("vmcores", done, total)
+            bar(f"vmcores ({len(failed)} not triaged)" if failed else "vmcores", done, total)
         elif line is not None:
             width = len(str(total))
             text = (f"[{done:{width}}/{total}] {line['status']} {line['cost']['seconds']:.1f} s "

@@ -362,12 +362,14 @@ class _Stream:
 def test_progress_is_a_bar_on_a_tty_and_lines_elsewhere():
     from lpdebug.commands.cli import _batch_progress
 
-    line = {"status": "error", "path": "/cases/1/vmcore", "error": "not a vmcore", "cost": {"seconds": 0.25}}
+    line = {"status": "error", "path": "/cases/1/vmcore", "error": "not a vmcore", "cost": {"seconds": 0.25},
+            "triage": None}
     tty = _Stream(tty=True)
     progress, bar = _batch_progress(tty)
     bar._start -= bar.DELAY + 1
     progress(3, 12, line)
-    assert "vmcores [" + "#" * 7 + "." * 23 + "] 3/12" in tty.text and "/cases/1" not in tty.text
+    assert "vmcores (1 not triaged) [" + "#" * 7 + "." * 23 + "] 3/12" in tty.text
+    assert "/cases/1" not in tty.text
     bar.close()
     plain = _Stream(tty=False)
     progress, bar = _batch_progress(plain)
