@@ -243,7 +243,8 @@ def _run_batch(args: argparse.Namespace) -> int:
         raise UsageError(f"no vmcore found in {' '.join(args.paths)} (docs/batch.md says what counts)")
     options = batch.BatchOptions(all_records=args.all_records,
                                  default_debug_info=not args.no_default_debug_info,
-                                 timeout=args.timeout, memory_limit=args.memory_limit)
+                                 timeout=args.timeout, memory_limit=args.memory_limit,
+                                 threads=1 if args.scheduler else max(1, (os.cpu_count() or 1) // args.jobs))
     progress, bar = _batch_progress(sys.stderr)
     try:
         done = batch.run_batch(vmcores, args.out, options, jobs=args.jobs, scheduler=args.scheduler,

@@ -131,6 +131,10 @@ class BatchOptions:
     default_debug_info: bool = True  # False: lpdebug triage --no-default-debug-info
     timeout: float = DEFAULT_TIMEOUT  # seconds; the process is killed then
     memory_limit: int = DEFAULT_MEMORY_LIMIT  # MiB of address space (RLIMIT_AS); 0: none
+    # OpenMP threads of each triage process (drgn indexes DWARF with them), unless the environment
+    # sets OMP_NUM_THREADS: each thread reserves address space (its stack, a malloc arena), which
+    # on a machine of many CPUs would spend the memory limit on threads the pool already has
+    threads: int = 1
 
 
 FIXTURE_FILE = "fixture.json"
@@ -528,6 +532,7 @@ def triage_vmcore(vmcore: Vmcore, options: BatchOptions) -> Dict[str, Any]:
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if package_root not in _site_paths():
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, options.threads)))
     try:
         proc = subprocess.Popen([sys.executable, "-m", "lpdebug.batch", "--child"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -376,3 +376,23 @@ def test_progress_is_a_bar_on_a_tty_and_lines_elsewhere():
     progress(3, 12, None)  # a tick while vmcores run: nothing to say
     progress(3, 12, line)
     assert plain.text == "[ 3/12] error 0.2 s /cases/1/vmcore: not a vmcore\n"
+
+
+def test_each_triage_process_gets_its_share_of_threads(monkeypatch):
+    seen = {}
+
+    def popen(argv, env, **kwargs):
+        seen.update(argv=argv, env=env)
+        raise OSError("no more processes")
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(batch.subprocess, "Popen", popen)
+    vmcore = batch.find_vmcores([os.path.join(FIXTURES, "settled")])[0]
+    line = batch.triage_vmcore(vmcore, batch.BatchOptions(threads=3))
+    assert seen["env"]["OMP_NUM_THREADS"] == "3"
+    assert seen["argv"][1:] == ["-m", "lpdebug.batch", "--child"]
+    assert (line["status"], line["triage"]) == ("died", None)
+    assert line["error"] == "cannot start the triage process: no more processes"
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # the user's own setting wins
+    batch.triage_vmcore(vmcore, batch.BatchOptions(threads=3))
+    assert seen["env"]["OMP_NUM_THREADS"] == "5"
