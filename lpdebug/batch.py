@@ -732,6 +732,8 @@ def run_batch(vmcores: Sequence[Vmcore], out: str, options: BatchOptions, *, job
     written stay, and a rerun goes on from there.
     """
     have = _summaries(out, retry_failed)
+    if not os.access(out if os.path.exists(out) else os.path.dirname(os.path.abspath(out)), os.W_OK):
+        raise BatchError(f"{out}: cannot write the results there")
     todo = [v for v in vmcores if _key(v) not in have]
     total = len(vmcores)
     finished = total - len(todo)

@@ -327,6 +327,12 @@ def test_a_malformed_manifest_is_one_line(tmp_path, text, fragment):
     assert not os.path.exists(tmp_path / "out.jsonl")
 
 
+def test_results_that_cannot_be_written_are_an_error_before_any_work(tmp_path):
+    out = tmp_path / "no" / "such" / "results.jsonl"
+    proc = run_batch_cli(os.path.join(FIXTURES, "settled"), "--out", str(out))
+    assert (proc.returncode, proc.stderr) == (2, f"lpdebug: error: {out}: cannot write the results there\n")
+
+
 def test_no_vmcore_found_is_an_error(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here\n")
     proc = run_batch_cli(str(tmp_path), "--out", str(tmp_path / "out.jsonl"))
