@@ -245,6 +245,11 @@ def test_a_tree_of_cases_with_a_garbage_and_a_truncated_vmcore(settled_files, tm
     bad = lines[garbage]
     assert (bad["status"], bad["exit_status"], bad["triage"]) == ("error", 2, None)
     assert garbage in bad["error"] and "\n" not in bad["error"]
+    # the one line lpdebug triage gives for it
+    alone = subprocess.run([sys.executable, "-m", "lpdebug.commands.cli", "triage", "--json", "-c", garbage,
+                            "-s", os.path.dirname(garbage), "--no-default-debug-info"],
+                           capture_output=True, text=True, timeout=900)
+    assert (alone.returncode, alone.stderr) == (2, f"lpdebug: error: {bad['error']}\n")
     # a third of the dump: opened, but what lies past the cut cannot be read
     cut = lines[truncated]
     assert cut["status"] in ("incomplete", "error"), cut["status"]
