@@ -253,8 +253,17 @@ def test_a_tree_of_cases_with_a_garbage_and_a_truncated_vmcore(settled_files, tm
     # a third of the dump: opened, but what lies past the cut cannot be read
     cut = lines[truncated]
     assert cut["status"] in ("incomplete", "error"), cut["status"]
+    alone = subprocess.run([sys.executable, "-m", "lpdebug.commands.cli", "triage", "--json", "-c", truncated,
+                            "-s", os.path.join(root, "case-truncated", "modules"),
+                            "-s", os.path.join(root, "case-truncated", "vmlinux"), "--no-default-debug-info"],
+                           capture_output=True, text=True, timeout=900)
+    assert alone.returncode == cut["exit_status"], alone.stderr
     if cut["status"] == "incomplete":
         assert cut["triage"]["diagnostics"] and cut["exit_status"] == 3
+        assert cut["triage"] == json.loads(alone.stdout)
+        assert [f"lpdebug: warning: {w}" for w in cut["warnings"]] == [
+            w for w in alone.stderr.splitlines() if w.startswith("lpdebug: warning: ")]
+        assert cut["warnings"], "the cut dump's missing modules are warned about"
     assert proc.returncode == 3
     assert re.search(r"^Not triaged\n-+\nvmcore\s+status\s+error\n[- ]+\n" + re.escape(garbage) + r"\s+error\s",
                      proc.stdout, re.M), proc.stdout
