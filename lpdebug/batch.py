@@ -583,12 +583,17 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def _impossible_size(e: BaseException) -> str:
+    return (f"damaged input: {type(e).__name__} while reading ({_one_line(e)}): a size or count in the "
+            "vmcore or the debug info is impossible; give intact copies of the vmcore, vmlinux and modules")
+
+
 def _child_answer(request: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
     # What lpdebug triage --json does (commands/cli.py run and main), with its one-line
-    # errors, but a MemoryError is this process's limit, not damaged input.
+    # errors (the same words), but a MemoryError under a limit is the limit, not damaged input.
     import drgn
 
-    from . import coverage, report, sample, schema, target
+    from . import coverage, drgn_compat, report, sample, schema, target
 
     if request["fixture"]:
         paths = sample.fixture_paths(request["path"])
@@ -615,15 +620,19 @@ def _child_answer(request: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
         if limit:
             return failed(BatchStatus.MEMORY_LIMIT,
                           f"MemoryError at the memory limit of {limit} MiB (--memory-limit): {_one_line(e)}")
-        return failed(BatchStatus.ERROR, f"damaged input: MemoryError while reading ({_one_line(e)})")
+        return failed(BatchStatus.ERROR, _impossible_size(e))
     except LpdebugError as e:
         return failed(BatchStatus.ERROR, _one_line(e))
     except (drgn.FaultError, LookupError, ValueError, OSError) as e:
         return failed(BatchStatus.ERROR, f"{type(e).__name__}: {_one_line(e)}")
-    except (OverflowError, drgn.BadDataError) as e:
-        return failed(BatchStatus.ERROR, f"damaged input: {type(e).__name__}: {_one_line(e)}")
+    except OverflowError as e:
+        return failed(BatchStatus.ERROR, _impossible_size(e))
     except Exception as e:  # noqa: BLE001 (a bug is this vmcore's error line, not the batch's end)
-        return failed(BatchStatus.ERROR, f"internal error: {type(e).__name__}: {_one_line(e)}")
+        if isinstance(e, drgn_compat.bad_data_errors()):
+            return failed(BatchStatus.ERROR, f"damaged input: {_one_line(e)}: a debug file or the vmcore holds "
+                          "data drgn cannot parse; give intact copies of the files named here")
+        return failed(BatchStatus.ERROR, f"internal error: {type(e).__name__}: {_one_line(e)} "
+                      "(LPDEBUG_TRACEBACK=1 lpdebug triage on this vmcore shows where)")
     if result.coverage is not None:
         warnings += coverage.warnings(result.coverage)
     exit_status = report.exit_status(result)
