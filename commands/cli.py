@@ -83,6 +83,9 @@ examples:
   lpdebug triage -c vmcore -s vmlinux --json > report.json
       the same as a JSON document (schema lpdebug.triage/2); every
       command takes --json
+  lpdebug batch /srv/cases --out results.jsonl
+      every vmcore under a directory (each beside its vmlinux and modules),
+      one JSON line each, resumable (lpdebug batch --help)
   lpdebug bt -c vmcore -s vmlinux 1234
       true backtrace of PID 1234
   lpdebug bt -c vmcore -s vmlinux
@@ -141,6 +144,123 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
                             "(parts that change while read are marked, not checked)")
 
 
+_BATCH_DESCRIPTION = """\
+Triage every vmcore PATH names, each exactly as 'lpdebug triage --json'
+would, in a process of its own with a time and a memory limit, and append one
+JSON line per vmcore to --out: its triage document, its path and how the
+triage ended (schema lpdebug.batch/1, docs/batch.md). A rerun skips the
+vmcores --out already has (same path, size and modification time). At the
+end, tables across the corpus: vmcores by verdict, findings by kind.
+
+PATH is a directory tree (each vmcore with the vmlinux, modules and debug
+trees beside it; committed fixtures as they are), a manifest (.jsonl lines
+{"vmcore": ..., "symbols": [...], "debug_directories": [...]}, or .csv with
+those columns) or one vmcore file.
+"""
+
+_BATCH_EPILOG = """\
+examples:
+  lpdebug batch vmcores/fixtures --out results.jsonl
+      every committed fixture
+  lpdebug batch /srv/cases --out results.jsonl --jobs 4
+      a tree of cases, each vmcore beside its vmlinux and modules/
+  lpdebug batch manifest.jsonl --debug-directory /srv/debuginfo/usr/lib/debug --out results.jsonl
+      vmcores listed in a manifest, with a shared distro debuginfo tree
+  lpdebug batch /srv/cases --out results.jsonl --scheduler tcp://scheduler:8786
+      the same tasks on a Dask cluster (pip install 'lpdebug[dask]')
+
+exit status: 0 every vmcore clean, 1 findings in some, 2 bad arguments,
+3 some vmcore incomplete or not triaged (error, timeout, memory_limit, died)
+"""
+
+
+def _batch_parser(commands: Any) -> None:
+    from lpdebug import batch
+
+    sub = commands.add_parser(
+        "batch", help="triage a corpus of vmcores into JSON lines (resumable, parallel)",
+        description=_BATCH_DESCRIPTION, epilog=_BATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub.add_argument("paths", metavar="PATH", nargs="+",
+                     help="a directory tree of vmcores, a manifest (.jsonl, .csv) or a vmcore")
+    sub.add_argument("--out", required=True, metavar="RESULTS.jsonl",
+                     help="the JSON lines file: appended to, and read to skip what is done")
+    where = sub.add_mutually_exclusive_group()
+    where.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                       help="vmcores triaged at a time on this machine (default: the CPUs, %(default)s)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run each vmcore as a task on this Dask distributed scheduler "
+                            "(tcp://HOST:8786); needs pip install 'lpdebug[dask]'")
+    sub.add_argument("-s", "--symbols", metavar="PATH", action="append", default=[],
+                     help="debug info for every vmcore, as lpdebug triage -s; repeatable")
+    sub.add_argument("--debug-directory", metavar="DIR", action="append", default=[],
+                     dest="debug_directories",
+                     help="a debug info tree for every vmcore, as lpdebug triage --debug-directory "
+                          "(a shared /usr/lib/debug of many releases: found by build ID); repeatable")
+    sub.add_argument("--no-default-debug-info", action="store_true",
+                     help="do not search drgn's standard places (/usr/lib/debug, debuginfod ...)")
+    sub.add_argument("--all-records", action="store_true",
+                     help="every dyn_ftrace record in each document (lpdebug triage --all-records)")
+    sub.add_argument("--timeout", type=float, default=batch.DEFAULT_TIMEOUT, metavar="SECONDS",
+                     help="kill a vmcore's triage after this long (default %(default)g)")
+    sub.add_argument("--memory-limit", type=int, default=batch.DEFAULT_MEMORY_LIMIT, metavar="MIB",
+                     help="address-space limit of each vmcore's triage process (RLIMIT_AS; "
+                          "default %(default)s, 0: none)")
+    sub.add_argument("--retry-failed", action="store_true",
+                     help="triage again the vmcores whose line is error, timeout, memory_limit or died")
+
+
+def _batch_progress(stream: Any) -> Any:
+    """A bar of the vmcores done on a terminal; a line per vmcore otherwise."""
+    bar = ProgressBar(stream)
+    failed = []
+
+    def progress(done: int, total: int, line: Optional[dict]) -> None:
+        if line is not None and line["triage"] is None:
+            failed.append(line["path"])
+        if bar.enabled:
+            bar(f"vmcores ({len(failed)} not triaged)" if failed else "vmcores", done, total)
+        elif line is not None:
+            width = len(str(total))
+            text = (f"[{done:{width}}/{total}] {line['status']} {line['cost']['seconds']:.1f} s "
+                    f"{line['path']}")
+            if line.get("error"):
+                text += f": {line['error']}"
+            stream.write(text + "\n")
+            stream.flush()
+
+    return progress, bar
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    from lpdebug import batch
+
+    if args.jobs < 1:
+        raise UsageError("--jobs takes a number of at least 1")
+    if args.timeout <= 0 or args.memory_limit < 0:
+        raise UsageError("--timeout takes seconds above 0, --memory-limit MiB (0: no limit)")
+    vmcores = batch.find_vmcores(args.paths, symbols=args.symbols,
+                                 debug_directories=args.debug_directories, exclude=[args.out])
+    if not vmcores:
+        raise UsageError(f"no vmcore found in {' '.join(args.paths)} (docs/batch.md says what counts)")
+    options = batch.BatchOptions(all_records=args.all_records,
+                                 default_debug_info=not args.no_default_debug_info,
+                                 timeout=args.timeout, memory_limit=args.memory_limit,
+                                 threads=1 if args.scheduler else max(1, (os.cpu_count() or 1) // args.jobs))
+    progress, bar = _batch_progress(sys.stderr)
+    try:
+        done = batch.run_batch(vmcores, args.out, options, jobs=args.jobs, scheduler=args.scheduler,
+                               retry_failed=args.retry_failed, progress=progress)
+    finally:
+        bar.close()
+    if done.skipped:
+        sys.stderr.write(f"{PROG}: {done.skipped} of {len(vmcores)} vmcores already in {args.out}: "
+                         "skipped\n")
+    sys.stdout.write(batch.corpus_tables(done.lines))
+    sys.stdout.flush()
+    return batch.corpus_exit_status(done.lines)
+
+
 def _version_text() -> str:
     import lpdebug
 
@@ -184,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
             "on purpose is resumed too: run it only for a guest you want running).", 78))
     resume.add_argument("--qemu", metavar="QMP_SOCKET", required=True,
                         help="the guest's QMP socket (path, or host:port)")
+    _batch_parser(commands)
     return parser
 
 
@@ -296,11 +417,20 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == RESUME_COMMAND:
         return _resume_guest(args.qemu)
-    spec = spec_by_name(args.command)
 
     import drgn
 
     from lpdebug.errors import LpdebugError
+
+    if args.command == "batch":
+        try:
+            return _run_batch(args)
+        except LpdebugError as e:
+            return _fail(_one_line(e))
+        except KeyboardInterrupt:
+            return _fail(f"interrupted: the lines written to {args.out} are kept; "
+                         "the same command goes on from there")
+    spec = spec_by_name(args.command)
 
     bar = ProgressBar(sys.stderr)
     try:

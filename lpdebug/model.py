@@ -34,11 +34,13 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 # - ``name``: the JSON key, where it differs from the attribute.
 # - ``values``: a dict encoded as the list of its values.
 # - ``choices``: the values a string may take.
+# - ``document``: a dict that is a whole JSON document of another schema, held as
+#   it is (its schema id; lpdebug batch's line holds a lpdebug.triage/2 document).
 
 
 def json_meta(*, sort: Optional[Sequence[str]] = None, sorted_with: Optional[str] = None,
               name: Optional[str] = None, values: bool = False,
-              choices: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+              choices: Optional[Sequence[str]] = None, document: Optional[str] = None) -> Dict[str, Any]:
     """A field's JSON encoding (see above), as ``field(metadata=json_meta(...))``."""
     meta: Dict[str, Any] = {}
     if sort is not None:
@@ -51,6 +53,8 @@ def json_meta(*, sort: Optional[Sequence[str]] = None, sorted_with: Optional[str
         meta["values"] = True
     if choices is not None:
         meta["choices"] = tuple(choices)
+    if document is not None:
+        meta["document"] = document
     return meta
 
 

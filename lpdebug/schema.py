@@ -32,10 +32,15 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 from . import model
 from .model import TriageResult, sort_key
 
-__all__ = ("SCHEMA", "COMMAND_SCHEMAS", "to_json", "dumps", "command_dumps", "json_schema",
-           "field_tables", "main")
+__all__ = ("SCHEMA", "BATCH_SCHEMA", "COMMAND_SCHEMAS", "to_json", "dumps", "command_dumps",
+           "json_schema", "batch_line_json", "batch_json_schema", "field_tables", "main")
 
 SCHEMA = "lpdebug.triage/2"
+# One line of lpdebug batch's results file (lpdebug.batch.BatchLine), docs/batch.md.
+BATCH_SCHEMA = "lpdebug.batch/1"
+# A field holding a whole document of another schema (json_meta(document=...)): its $defs entry.
+_DOCUMENT_DEFS = {SCHEMA: "triage_document"}
+_DOCUMENT_LINKS = {"triage_document": f"a `{SCHEMA}` document ([triage-schema.md](triage-schema.md))"}
 
 _NONE = type(None)
 
@@ -126,12 +131,19 @@ def _joined(chunks: Iterable[str], batch: int = 4096) -> str:
     return "".join(parts)
 
 
+def batch_line_json(line: Any) -> Dict[str, Any]:
+    """The ``lpdebug.batch/1`` line for ``line`` (a :class:`lpdebug.batch.BatchLine`)."""
+    doc = _encode(line)
+    doc["schema"] = BATCH_SCHEMA
+    return doc
+
+
 # --- what each field means: its comment in model.py -------------------------
 
 
-def _field_comments() -> Dict[Tuple[str, str], str]:
+def _field_comments(module: Any = model) -> Dict[Tuple[str, str], str]:
     """(class, field) -> the comments on the field's lines and the comment block just above it."""
-    path = model.__file__
+    path = module.__file__
     with open(path, encoding="utf-8") as f:
         source = f.read()
     comments: Dict[int, str] = {}
@@ -167,8 +179,12 @@ def _def_name(cls: type) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
 
 
+def _module(cls: type) -> Any:
+    return sys.modules[cls.__module__]
+
+
 def _hints(cls: type) -> Dict[str, Any]:
-    return typing.get_type_hints(cls, vars(model))
+    return typing.get_type_hints(cls, vars(_module(cls)))
 
 
 def _optional(tp: Any) -> Tuple[Any, bool]:
@@ -185,11 +201,14 @@ class _Builder:
     def __init__(self) -> None:
         self.defs: Dict[str, Dict[str, Any]] = {}
         self.order: List[type] = []
-        self.comments = _field_comments()
+        self.comments: Dict[str, Dict[Tuple[str, str], str]] = {}
 
     def type_schema(self, tp: Any, meta: Dict[str, Any]) -> Dict[str, Any]:
         inner, nullable = _optional(tp)
-        schema = self._plain(inner, meta)
+        if "document" in meta:
+            schema: Dict[str, Any] = {"$ref": "#/$defs/" + _DOCUMENT_DEFS[meta["document"]]}
+        else:
+            schema = self._plain(inner, meta)
         if nullable:
             if "$ref" in schema:
                 return {"anyOf": [schema, {"type": "null"}]}
@@ -205,6 +224,8 @@ class _Builder:
             return {"type": "boolean"}
         if tp is int:
             return {"type": "integer"}
+        if tp is float:
+            return {"type": "number"}
         if tp is str:
             schema: Dict[str, Any] = {"type": "string"}
             if "choices" in meta:
@@ -247,7 +268,9 @@ class _Builder:
 
     def describe(self, cls: type, attr: str, meta: Dict[str, Any]) -> str:
         # The comments speak Python; the document speaks JSON.
-        text = re.sub(r"\bNone\b", "null", self.comments.get((cls.__name__, attr), ""))
+        if cls.__module__ not in self.comments:
+            self.comments[cls.__module__] = _field_comments(_module(cls))
+        text = re.sub(r"\bNone\b", "null", self.comments[cls.__module__].get((cls.__name__, attr), ""))
         notes = []
         if meta.get("sort") is not None:
             keys = meta["sort"]
@@ -278,6 +301,31 @@ def json_schema() -> Dict[str, Any]:
     }
 
 
+def batch_json_schema() -> Dict[str, Any]:
+    """The JSON Schema (2020-12) of one line of ``lpdebug batch``'s results, from its dataclasses."""
+    from .batch import BatchLine
+
+    builder = _Builder()
+    top = builder.record_schema(BatchLine)
+    top["properties"] = {"schema": {"const": BATCH_SCHEMA, "description": f"always `{BATCH_SCHEMA}`"},
+                         **top["properties"]}
+    top["required"] = sorted(top["properties"])
+    triage = json_schema()
+    defs = dict(builder.defs)
+    defs.update(triage["$defs"])
+    defs[_DOCUMENT_DEFS[SCHEMA]] = {k: v for k, v in triage.items()
+                                   if k not in ("$schema", "$id", "$defs", "title")}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": BATCH_SCHEMA,
+        "title": "lpdebug batch results line",
+        "description": ("One line of lpdebug batch --out FILE. Generated from lpdebug/batch.py by "
+                        "python3 -m lpdebug.schema --write; see docs/batch.md."),
+        **top,
+        "$defs": {name: defs[name] for name in sorted(defs)},
+    }
+
+
 # --- the field tables of docs/triage-schema.md ------------------------------
 
 
@@ -287,7 +335,8 @@ def _type_text(schema: Dict[str, Any]) -> str:
     if "anyOf" in schema:
         return " or ".join(_type_text(s) for s in schema["anyOf"])
     if "$ref" in schema:
-        return f"[`{schema['$ref'].rsplit('/', 1)[1]}`](#{schema['$ref'].rsplit('/', 1)[1]})"
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return _DOCUMENT_LINKS.get(name) or f"[`{name}`](#{name})"
     types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
     texts = []
     for t in types:
@@ -297,6 +346,8 @@ def _type_text(schema: Dict[str, Any]) -> str:
             texts.append("object of " + _type_text(schema["additionalProperties"]))
         elif t == "integer":
             texts.append("int")
+        elif t == "number":
+            texts.append("number")
         elif t == "boolean":
             texts.append("bool")
         else:
@@ -317,10 +368,10 @@ def _table(title: str, anchor: str, schema: Dict[str, Any]) -> List[str]:
     return lines + [""]
 
 
-def field_tables() -> str:
-    """The generated part of docs/triage-schema.md: one table per object of the document."""
-    schema = json_schema()
-    lines = _table("The document", "document", schema)
+def field_tables(schema: Optional[Dict[str, Any]] = None, title: str = "The document") -> str:
+    """The generated part of docs/triage-schema.md (or docs/batch.md): one table per object."""
+    schema = json_schema() if schema is None else schema
+    lines = _table(title, "document", schema)
     seen = set()
 
     def walk(node: Any) -> Iterator[str]:
@@ -329,7 +380,7 @@ def field_tables() -> str:
             ref = node.get("$ref")
             if ref:
                 name = ref.rsplit("/", 1)[1]
-                if name not in seen:
+                if name not in seen and name not in _DOCUMENT_LINKS:
                     seen.add(name)
                     yield name
                     yield from walk(schema["$defs"][name])
@@ -355,19 +406,28 @@ def _docs_dir() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
 
 
-def generated_documents(docs_dir: Optional[str] = None) -> Dict[str, str]:
-    """Path -> the content it must have: the schema file, and the doc with fresh field tables."""
-    docs = docs_dir or _docs_dir()
-    doc_path = os.path.join(docs, "triage-schema.md")
+def _with_tables(doc_path: str, tables: str, source: str = "lpdebug/model.py") -> str:
+    begin = BEGIN.replace("lpdebug/model.py", source)
     with open(doc_path, encoding="utf-8") as f:
         doc = f.read()
-    if BEGIN not in doc or END not in doc:
-        raise ValueError(f"{doc_path} has no {BEGIN!r} ... {END!r} markers")
-    head, rest = doc.split(BEGIN, 1)
+    if begin not in doc or END not in doc:
+        raise ValueError(f"{doc_path} has no {begin!r} ... {END!r} markers")
+    head, rest = doc.split(begin, 1)
     _, tail = rest.split(END, 1)
+    return head + begin + "\n\n" + tables + "\n" + END + tail
+
+
+def generated_documents(docs_dir: Optional[str] = None) -> Dict[str, str]:
+    """Path -> the content it must have: the schema files, and the docs with fresh field tables."""
+    docs = docs_dir or _docs_dir()
+    batch = batch_json_schema()
     return {
         os.path.join(docs, "triage.schema.json"): json.dumps(json_schema(), indent=1) + "\n",
-        doc_path: head + BEGIN + "\n\n" + field_tables() + "\n" + END + tail,
+        os.path.join(docs, "triage-schema.md"): _with_tables(os.path.join(docs, "triage-schema.md"),
+                                                             field_tables()),
+        os.path.join(docs, "batch.schema.json"): json.dumps(batch, indent=1) + "\n",
+        os.path.join(docs, "batch.md"): _with_tables(os.path.join(docs, "batch.md"),
+                                                     field_tables(batch, "The line"), "lpdebug/batch.py"),
     }
 
 
@@ -376,8 +436,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python3 -m lpdebug.schema",
-        description="Generate docs/triage.schema.json and the field tables of "
-                    "docs/triage-schema.md from lpdebug/model.py.")
+        description="Generate docs/triage.schema.json and docs/batch.schema.json, and the field "
+                    "tables of docs/triage-schema.md and docs/batch.md, from lpdebug/model.py and "
+                    "lpdebug/batch.py.")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--write", action="store_true", help="rewrite the documents")
     which.add_argument("--check", action="store_true",
@@ -386,8 +447,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     stale = []
     for path, content in generated_documents(args.docs).items():
-        with open(path, encoding="utf-8") as f:
-            current = f.read()
+        try:
+            with open(path, encoding="utf-8") as f:
+                current: Optional[str] = f.read()
+        except FileNotFoundError:
+            current = None
         if current != content:
             stale.append(path)
             if args.write:

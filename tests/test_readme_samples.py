@@ -2,6 +2,8 @@
 README.md's sample output is the tool's output: every code block after an
 ``<!-- output-of: lpdebug ARGS [| head -N] -->`` marker equals what that
 command prints on the bundled sample (its first N lines with ``| head -N``).
+A ``lpdebug batch`` block runs from the checkout over its committed fixtures,
+with ``--out`` in a scratch directory.
 """
 
 import os
@@ -9,11 +11,22 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = re.compile(r"<!-- output-of: lpdebug (.*?)(?: \| head -(\d+))? -->\n```\n(.*?)```", re.S)
+
+
+def run_sample(words):
+    """What ``lpdebug WORDS`` prints (a batch from the checkout, its --out file in a scratch directory)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        if words[0] == "batch":
+            words = [os.path.join(scratch, os.path.basename(w)) if i and words[i - 1] == "--out" else w
+                     for i, w in enumerate(words)]
+        return subprocess.run([sys.executable, "-m", "lpdebug.commands.cli", *words],
+                              capture_output=True, text=True, timeout=900, cwd=REPO)
 
 
 def samples():
@@ -29,9 +42,11 @@ def test_readme_has_sample_blocks():
 @pytest.mark.parametrize("args, head, block", samples(), ids=lambda v: str(v)[:40])
 def test_readme_sample_block_is_the_tools_output(args, head, block):
     words = shlex.split(args)
-    assert "--sample" in words, "README samples run on the bundled sample"
-    proc = subprocess.run([sys.executable, "-m", "lpdebug.commands.cli", *words],
-                          capture_output=True, text=True, timeout=900)
+    if words[0] == "batch":
+        assert words[1] == "vmcores/fixtures", "README's batch samples run on the committed fixtures"
+    else:
+        assert "--sample" in words, "README samples run on the bundled sample"
+    proc = run_sample(words)
     assert proc.returncode in (0, 1), proc.stderr
     out = proc.stdout
     if head:
@@ -48,8 +63,7 @@ def write():
 
     def block(m):
         args, head = m.group(1), m.group(2)
-        out = subprocess.run([sys.executable, "-m", "lpdebug.commands.cli", *shlex.split(args)],
-                             capture_output=True, text=True, timeout=900).stdout
+        out = run_sample(shlex.split(args)).stdout
         if head:
             out = "".join(out.splitlines(True)[:int(head)])
         return m.group(0)[:m.start(3) - m.start(0)] + out + "```"

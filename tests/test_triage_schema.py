@@ -57,7 +57,7 @@ def test_committed_schema_and_doc_are_the_generated_ones():
 def test_schema_check_command_reports_a_stale_document(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
-    for name in ("triage.schema.json", "triage-schema.md"):
+    for name in ("triage.schema.json", "triage-schema.md", "batch.schema.json", "batch.md"):
         (docs / name).write_text(open(os.path.join(REPO, "docs", name)).read())
     check = [sys.executable, "-m", "lpdebug.schema", "--check", "--docs", str(docs)]
     env = {**os.environ, "PYTHONPATH": REPO}
