@@ -41,6 +41,7 @@ from .model import (
 __all__ = (
     "mark_usage",
     "missing_debug_info_diagnostics",
+    "damaged_file_diagnostics",
     "count_diagnostics",
     "warnings",
 )
@@ -125,6 +126,28 @@ def missing_debug_info_diagnostics(coverage: Coverage, result: TriageResult) -> 
             parts.append(f"{funcs[name]} livepatch replacement function(s) in {name} unnamed")
         diagnostics.append(Diagnostic(stage="checks", kind=DiagnosticKind.MISSING_DEBUG_INFO,
                                       address=None, message="; ".join(parts) + f": {reason}"))
+    return diagnostics
+
+
+def damaged_file_diagnostics(coverage: Coverage) -> List[Diagnostic]:
+    """
+    One MISSING_DEBUG_INFO diagnostic per module debug file refused as
+    damaged: the module's types and variables are unknown to the report, even
+    where its kallsyms still name its functions.
+    """
+    diagnostics = []
+    for refused in coverage.refused:
+        if refused.reason != "damaged":
+            continue
+        module = next((m for m in coverage.modules if m.name == refused.module), None)
+        names = ("its function names come from its kallsyms in memory"
+                 if module is not None and module.names_from == "kallsyms"
+                 else "its functions are unnamed")
+        diagnostics.append(Diagnostic(
+            stage="coverage", kind=DiagnosticKind.MISSING_DEBUG_INFO, address=None,
+            message=(f"debug file {refused.file} of module {refused.module} is damaged "
+                     f"({refused.detail or 'drgn cannot read it'}) and was not used: {names}, "
+                     f"its types and variables are unknown; give an intact copy of {refused.file}")))
     return diagnostics
 
 

@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import drgn
 
@@ -50,6 +50,8 @@ __all__ = (
     "module_file_name",
     "configure_search",
     "attach_module_files",
+    "damaged_debug_files",
+    "check_indexed",
     "use_module_kallsyms",
     "has_module_kallsyms",
     "coverage",
@@ -430,8 +432,10 @@ def attach_module_files(prog: drgn.Program, candidates: Sequence[Candidate]) -> 
     """
     Give each module file to the loaded module of its name, if its build ID is
     that module's. A file whose build ID differs is refused (both IDs named);
-    a file the user named for a module that is not loaded is set aside. Each
-    gives exactly one warning (returned) and a
+    a file the user named for a module that is not loaded is set aside, and a
+    file whose debug info drgn cannot index (:func:`damaged_debug_files`) is
+    skipped, its module left to its kallsyms. Each gives exactly one warning
+    (returned) and a
     :class:`~lpdebug.model.RefusedDebugFile` kept for :func:`coverage`. Files
     found in directories are only opened (and decompressed) when their name is
     a loaded module's.
@@ -441,6 +445,7 @@ def attach_module_files(prog: drgn.Program, candidates: Sequence[Candidate]) -> 
     warnings: List[str] = []
     if not candidates:
         return warnings
+    wanted: List[Tuple[Candidate, str, str, Optional[str], drgn.RelocatableModule]] = []
     try:
         by_name = {m.name: m for m in loaded_modules(prog)}
     except (ValueError, LookupError, drgn.FaultError, NotImplementedError) as e:
@@ -474,13 +479,80 @@ def attach_module_files(prog: drgn.Program, candidates: Sequence[Candidate]) -> 
             continue
         given[os.path.realpath(path)] = path
         if module.wants_debug_file() or module.wants_loaded_file():
+            wanted.append((candidate, path, name, file_id, module))
+    damaged = damaged_debug_files(prog.platform, [path for _, path, _, _, _ in wanted])
+    for candidate, path, name, file_id, module in wanted:
+        problem = damaged.get(path)
+        if problem is None:
             try:
                 module.try_file(path)
+                continue
             except Exception as e:  # noqa: BLE001 (libelf/libdw failures are plain Exceptions)
-                warnings.append(f"{candidate.path}: skipped, its debug info cannot be loaded for "
-                                f"module {name} ({' '.join(str(e).split())}): the file is truncated "
-                                "or damaged; give an intact copy of it")
+                problem = " ".join(str(e).split()) or type(e).__name__
+        refused.append(RefusedDebugFile(os.path.basename(path), name, file_id,
+                                        _hex(module.build_id), "damaged", problem))
+        warnings.append(f"{candidate.path}: skipped, its debug info for module {name} is damaged "
+                        f"({problem}): names come from the module's kallsyms in memory; give an "
+                        "intact copy of the file")
     return warnings
+
+
+def _index_problem(platform: Optional[drgn.Platform], paths: Sequence[str]) -> Optional[str]:
+    # A scratch Program holding only these files, each as an extra module, and
+    # one lookup: that makes drgn index their DWARF (applying their
+    # relocations) as it would in the target's Program at its first lookup.
+    scratch = drgn.Program(platform)
+    try:
+        for i, path in enumerate(paths):
+            scratch.extra_module(f"lpdebug-check-{i}", create=True).try_file(path, force=True)
+        scratch.type("int")
+    except LookupError:
+        pass  # indexed, and no "int" in these files
+    except Exception as e:  # noqa: BLE001 (drgn's BadDataError, libelf/libdw's plain Exceptions)
+        return " ".join(str(e).split()) or type(e).__name__
+    return None
+
+
+def damaged_debug_files(platform: Optional[drgn.Platform], paths: Sequence[str]) -> Dict[str, str]:
+    """
+    The files of ``paths`` whose debug info drgn cannot index, each with drgn's
+    reason (a relocation against a symbol that does not exist, DWARF it cannot
+    parse). drgn indexes a file handed to ``Module.try_file`` lazily, at the
+    first lookup of anything, and a file that fails then fails every lookup of
+    the Program: so the files are indexed first in a scratch Program, all at
+    once, and one by one only when that fails.
+    """
+    if not paths or _index_problem(platform, paths) is None:
+        return {}
+    damaged = {}
+    for path in paths:
+        problem = _index_problem(platform, [path])
+        if problem is not None:
+            damaged[path] = problem
+    return damaged
+
+
+def check_indexed(prog: drgn.Program) -> None:
+    """
+    Make drgn index every debug file ``prog`` has been given so far, and raise
+    :class:`DebugInfoError` naming the module and file when one cannot be
+    indexed (a file drgn's own search found: lpdebug checks the files handed
+    to it before they reach ``prog``, see :func:`attach_module_files`).
+    """
+    try:
+        prog.type("int")
+    except LookupError:
+        pass
+    except Exception as e:  # noqa: BLE001 (drgn's BadDataError, libelf/libdw's plain Exceptions)
+        detail = " ".join(str(e).split()) or type(e).__name__
+        files = {m.debug_file_path: m.name for m in prog.modules()
+                 if m.debug_file_status == drgn.ModuleFileStatus.HAVE and m.debug_file_path}
+        damaged = damaged_debug_files(prog.platform, list(files))
+        named = "; ".join(f"{path} (module {files[path]}): {why}" for path, why in damaged.items())
+        raise DebugInfoError(
+            f"debug info found by the search is damaged: {named or detail}: replace the file with an "
+            "intact copy or remove it from the search path"
+        ) from e
 
 
 def note_given(prog: drgn.Program, files: Iterable[str]) -> None:

@@ -124,7 +124,8 @@ class RefusedDebugFile:
     module: str  # the module it is for (its .modinfo name)
     file_build_id: Optional[str]  # the file's GNU build ID, lowercase hex
     loaded_build_id: Optional[str]  # of the loaded module; None when it is not loaded
-    reason: str  # "build_id_mismatch" or "not_loaded"
+    reason: str  # "build_id_mismatch", "not_loaded" or "damaged" (drgn cannot read its debug info)
+    detail: Optional[str] = None  # for "damaged": what drgn found wrong in the file
 
 
 @dataclass

@@ -181,6 +181,10 @@ def coverage_line(c: Coverage) -> str:
     return "Coverage: " + "; ".join(parts)
 
 
+_REFUSED_WHY = {"build_id_mismatch": "build ID differs", "not_loaded": "module not loaded",
+                "damaged": "damaged"}
+
+
 def render_coverage(c: Coverage) -> str:
     """
     The coverage block: vmlinux's build ID and debug info, the modules loaded
@@ -213,7 +217,7 @@ def render_coverage(c: Coverage) -> str:
     if c.refused:
         out.append(_table(
             [(r.file, r.module, r.file_build_id or "-", r.loaded_build_id or "-",
-              "build ID differs" if r.reason == "build_id_mismatch" else "module not loaded")
+              _REFUSED_WHY.get(r.reason, r.reason) + (f": {r.detail}" if r.detail else ""))
              for r in c.refused],
             ("refused file", "module", "its build ID", "loaded module's build ID", "why")))
     notes = [f"warning: {line}" for line in warnings(c)] + [f"error: {e}" for e in c.errors]

@@ -336,6 +336,7 @@ def _coverage(prog: Any, result: TriageResult) -> None:
         return
     coverage.mark_usage(found, result)
     result.diagnostics.extend(coverage.missing_debug_info_diagnostics(found, result))
+    result.diagnostics.extend(coverage.damaged_file_diagnostics(found))
     coverage.count_diagnostics(found, result)
     result.coverage = found
 

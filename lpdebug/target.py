@@ -178,6 +178,7 @@ def load_debug_info(
         warnings.extend(debuginfo.attach_module_files(prog, module_files))
         if search:
             _load(prog, [], default=True, main=False)
+            debuginfo.check_indexed(prog)
         kernel.invalidate(prog)
         try:
             debuginfo.use_module_kallsyms(prog)

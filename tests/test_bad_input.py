@@ -13,6 +13,7 @@ capture (the committed ``stuck`` fixture) damaged in one place:
 Each message names the file, says what is wrong with it and what to do.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -126,29 +127,60 @@ def test_truncated_vmlinux(tmp_path, stuck, keep):
                "truncated or damaged", "intact copy")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known regression: module files now go to drgn through Module.try_file, which indexes their "
-    "DWARF lazily, so a bad relocation surfaces at the first lookup as an internal error "
-    "(exit 2, one line) instead of a warning naming the file (issue 10 note)"))
-def test_damaged_module_is_skipped_with_a_warning(tmp_path, stuck):
+def _damaged_module(tmp_path, stuck, directory=None):
     from elftools.elf.elffile import ELFFile
 
     module = next(m for m in stuck["modules"] if os.path.basename(m) == "lpd_victim.ko")
-    path = str(tmp_path / "lpd_victim.ko")
+    path = str(tmp_path / "lpd_victim.ko") if directory is None else directory
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     shutil.copyfile(module, path)
     with open(path, "rb") as f:
         rela = ELFFile(f).get_section_by_name(".rela.debug_info")["sh_offset"]
     with open(path, "r+b") as f:
         f.seek(rela + 8)  # the first relocation's r_info: a symbol index far past the symbol table
         f.write((0xFFFFFF00000001).to_bytes(8, "little"))
+    return module, path
+
+
+def test_damaged_module_is_skipped_with_a_warning(tmp_path, stuck):
+    # drgn indexes a file given to Module.try_file lazily: the bad relocation would only
+    # surface at the first lookup, and fail every lookup after it.
+    module, path = _damaged_module(tmp_path, stuck)
     others = [m for m in stuck["modules"] if m != module]
-    proc = _cli("-c", stuck["vmcore"], "-s", stuck["vmlinux"], "-s", path,
-                *[a for m in others for a in ("-s", m)])
-    assert proc.returncode != 2, proc.stderr
+    args = ("-c", stuck["vmcore"], "-s", stuck["vmlinux"], "-s", path,
+            *[a for m in others for a in ("-s", m)])
+    proc = _cli(*args)
+    assert proc.returncode == 3, proc.stderr
     assert not _lines(proc.stderr, "error") and "Traceback" not in proc.stderr
     warnings = [w for w in _lines(proc.stderr, "warning") if path in w]
     assert len(warnings) == 1 and "damaged" in warnings[0], proc.stderr
+    assert "lpd_victim" in warnings[0] and "relocation" in warnings[0], warnings[0]
     assert "Livepatches" in proc.stdout
+    # the rest of the report: the stuck transition is still blocked by lpd_stuck
+    assert "transition_blocked" in proc.stdout
+    report = json.loads(_cli(*args, "--json").stdout)
+    damaged = [d for d in report["diagnostics"] if d["kind"] == "missing_debug_info"
+               and "lpd_victim.ko" in d["message"] and "damaged" in d["message"]]
+    assert len(damaged) == 1, report["diagnostics"]
+    assert [r["reason"] for r in report["coverage"]["refused"]] == ["damaged"]
+    victim = next(m for m in report["coverage"]["modules"] if m["name"] == "lpd_victim")
+    assert victim["debug_file"] is None and victim["names_from"] == "kallsyms"
+    assert all(m["debug_file"] for m in report["coverage"]["modules"] if m["name"] != "lpd_victim")
+
+
+def test_damaged_module_found_by_the_search_is_named(tmp_path, stuck):
+    # A file drgn's own search finds reaches the Program unchecked: one line naming it.
+    from lpdebug.debuginfo import file_build_id
+
+    victim = next(m for m in stuck["modules"] if os.path.basename(m) == "lpd_victim.ko")
+    build_id = file_build_id(victim)
+    directory = tmp_path / "debug"
+    _, path = _damaged_module(tmp_path, stuck,
+                              str(directory / ".build-id" / build_id[:2] / f"{build_id[2:]}.debug"))
+    line = _one_error(_cli("-c", stuck["vmcore"], "-s", stuck["vmlinux"], "--no-default-debug-info",
+                           "--debug-directory", str(directory)),
+                      path, "module lpd_victim", "damaged", "intact copy")
+    assert "relocation" in line
 
 
 def _vmlinux_without_cur_cpu_spec(tmp_path, stuck):
