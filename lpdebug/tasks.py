@@ -301,12 +301,13 @@ def _possible_cpus(prog: drgn.Program) -> List[int]:
 def for_each_runqueue_task(prog: drgn.Program) -> Iterator[drgn.Object]:
     """
     Each possible CPU's ``rq->curr`` and ``rq->idle`` (``struct task_struct
-    *``; NULL ones skipped). A CPU whose runqueue cannot be read is skipped
-    and, once the others are done, raises :class:`WalkError`.
+    *``). A CPU whose runqueue cannot be read, or holds no idle task, is
+    skipped and, once the others are done, raises :class:`WalkError`.
     """
+    from drgn.helpers.linux.percpu import per_cpu
     from drgn.helpers.linux.sched import cpu_curr, idle_task
 
-    broken: List[Tuple[int, BaseException]] = []
+    broken: List[Tuple[int, DiagnosticKind, Optional[int], str]] = []
     for cpu in _possible_cpus(prog):
         given = set()
         for get in (cpu_curr, idle_task):
@@ -316,12 +317,23 @@ def for_each_runqueue_task(prog: drgn.Program) -> Iterator[drgn.Object]:
                 if task.value_() and task.value_() not in given:
                     given.add(task.value_())
                     yield task
+                elif get is idle_task and not task.value_():
+                    # idle_threads_init() gives every possible CPU its idle task at
+                    # boot (init_idle() sets rq->idle and rq->curr): NULL is damage,
+                    # and that CPU's idle task, found nowhere else, would be lost.
+                    try:
+                        rq: Optional[int] = per_cpu(prog["runqueues"], cpu).address_
+                    except (LookupError, *_UNREADABLE):
+                        rq = None
+                    broken.append((cpu, DiagnosticKind.CORRUPT, rq,
+                                   f"CPU {cpu}'s runqueue has no idle task (rq->idle is NULL): "
+                                   "its idle task is missing from this report"))
             except (*_UNREADABLE, ValueError) as e:
-                broken.append((cpu, e))
+                broken.append((cpu, DiagnosticKind.UNREADABLE, _fault_address(e),
+                               f"CPU {cpu}'s runqueue is unreadable ({e})"))
     if broken:
-        first_cpu, first_error = broken[0]
-        raise WalkError(DiagnosticKind.UNREADABLE, _fault_address(first_error),
-                        f"runqueues: CPU {first_cpu}'s runqueue is unreadable ({first_error})"
+        _, kind, address, message = broken[0]
+        raise WalkError(kind, address, "runqueues: " + message
                         + (f", and {len(broken) - 1} more" if len(broken) > 1 else ""))
 
 

@@ -124,6 +124,28 @@ def test_task_state_strings_zeroed_cost_only_the_state(tmp_path, where, name):
     assert f"state of {len(after.tasks)} task(s)" in no_state[0].message
 
 
+@pytest.mark.parametrize("where, name", _where("settled-64k"))
+def test_runqueue_without_its_idle_task_is_not_silent(tmp_path, where, name):
+    # A secondary CPU's idle task (pid 0) is on no list: only its runqueue holds it. That
+    # runqueue's rq->idle and rq->curr zeroed (fuzz seed 10 run 97 zeroed its page) lost it
+    # with a complete report and exit 0.
+    from drgn.helpers.linux.percpu import per_cpu
+
+    prog, before = _undamaged_result(where, name)
+    rq = per_cpu(prog["runqueues"], 1)
+    idle = rq.idle.value_()
+    assert idle and [t.sources for t in before.tasks if t.address == idle] == [["runqueue"]]
+    vmcore, symbols, _ = _inputs(where, name)
+    damaged = _damaged(tmp_path, vmcore, {rq.idle.address_: bytes(8), rq.curr.address_: bytes(8)})
+
+    after = tr.triage(_open(damaged, symbols))
+    assert {t.address for t in after.tasks} == {t.address for t in before.tasks} - {idle}
+    no_idle = [d for d in after.diagnostics if d.address == rq.address_]
+    assert len(no_idle) == 1 and no_idle[0].kind == model.DiagnosticKind.CORRUPT, after.diagnostics
+    assert "CPU 1's runqueue has no idle task" in no_idle[0].message
+    assert tr.exit_status(after) == 3
+
+
 def _truth_file(truth, name):
     path = os.path.join(truth, name)
     with open(path) as f:
