@@ -420,7 +420,7 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
 
     import drgn
 
-    from lpdebug.errors import LpdebugError
+    from lpdebug.errors import LpdebugError, damaged_input
 
     if args.command == "batch":
         try:
@@ -454,6 +454,12 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         bar.close()
         return _fail("interrupted")
+    except Exception as e:  # noqa: BLE001 (damaged input is one line; anything else goes on to main())
+        bar.close()
+        damaged = damaged_input(e)
+        if damaged is None or os.environ.get("LPDEBUG_TRACEBACK"):
+            raise
+        return _fail(_one_line(damaged))
     bar.close()
     for warning in output.warnings:
         sys.stderr.write(f"{PROG}: warning: {_one_line(Exception(warning))}\n")
@@ -475,26 +481,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         status = EXIT_CLEAN
-    except (MemoryError, OverflowError) as e:
-        # Met while reading: a count or size in the dump or the debug info is impossible.
-        if os.environ.get("LPDEBUG_TRACEBACK"):
-            raise
-        status = _fail(f"damaged input: {type(e).__name__} while reading ({_one_line(e) or 'no detail'}): "
-                       "a size or count in the vmcore or the debug info is impossible; "
-                       "give intact copies of the vmcore, vmlinux and modules")
     except Exception as e:  # noqa: BLE001 (a bug still gets one line, not a traceback)
         if os.environ.get("LPDEBUG_TRACEBACK"):
             raise
-        from lpdebug import drgn_compat
+        from lpdebug.errors import damaged_input
 
-        if isinstance(e, drgn_compat.bad_data_errors()):
-            # drgn met bytes it cannot parse in a debug file (it names the file when it can),
-            # lazily, after the file was accepted: damaged input, not a bug of lpdebug's.
-            status = _fail(f"damaged input: {_one_line(e)}: a debug file or the vmcore holds data "
-                           "drgn cannot parse; give intact copies of the files named here")
-            sys.exit(status)
-        status = _fail(f"internal error: {type(e).__name__}: {_one_line(e)} "
-                       "(set LPDEBUG_TRACEBACK=1 for details)")
+        damaged = damaged_input(e)
+        if damaged is not None:
+            status = _fail(_one_line(damaged))
+        else:
+            status = _fail(f"internal error: {type(e).__name__}: {_one_line(e)} "
+                           "(set LPDEBUG_TRACEBACK=1 for details)")
     sys.exit(status)
 
 

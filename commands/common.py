@@ -274,15 +274,11 @@ def active_tasks(prog: Any, cpus: Optional[List[int]] = None) -> List[Any]:
 
 def crashed_task(prog: Any) -> Any:
     """The task that crashed, on a crash dump; a UsageError elsewhere."""
-    import drgn
-
-    from lpdebug.crash_notes import panic_cpu
+    from lpdebug.tasks import crashed_task
 
     try:
-        if panic_cpu(prog) is None:
-            raise LookupError("no CPU panicked")
-        return prog.crashed_thread().object
-    except (LookupError, ValueError, drgn.FaultError) as e:
+        return crashed_task(prog)
+    except LookupError as e:
         raise UsageError("no crashed task (this is not a crash dump): give a PID, a "
                          f"task_struct address, -a or -c CPU ({e})") from None
 

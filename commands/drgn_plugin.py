@@ -36,7 +36,7 @@ from lpdebug.commands.common import (
     examples_text,
 )
 from lpdebug import drgn_compat
-from lpdebug.errors import LpdebugError
+from lpdebug.errors import LpdebugError, damaged_input
 
 PREFIX = "lp"
 
@@ -64,11 +64,14 @@ def _wants_help(words: Sequence[str]) -> bool:
     return False
 
 
-def _name_modules_without_debug_info(prog: Any) -> None:
-    # drgn's REPL loaded the debug info itself: serve the kallsyms of modules
-    # it found none for, as lpdebug's own targets do (once per program).
+def _prepare(prog: Any) -> None:
+    # drgn's REPL loaded the debug info itself: a file drgn could not index
+    # would fail every lookup (one error naming it instead), and modules it
+    # found none for are named from their kallsyms, as lpdebug's own targets
+    # do (once per program).
     from lpdebug import debuginfo
 
+    debuginfo.check_indexed(prog)
     if not debuginfo.has_module_kallsyms(prog):
         try:
             debuginfo.use_module_kallsyms(prog)
@@ -97,12 +100,17 @@ def _make_command(spec: Spec) -> None:
             print(parser.format_help().split("\n", 1)[1].lstrip("\n").rstrip())
             return None
         args = parser.parse_args(list(words))
-        _name_modules_without_debug_info(prog)
         bar = ProgressBar(sys.stderr)
         try:
+            _prepare(prog)
             output = spec.run(prog, args, bar)
         except LpdebugError as e:
             raise CommandError(f"{name}: {e}") from None
+        except Exception as e:
+            damaged = damaged_input(e)
+            if damaged is None:
+                raise  # a bug: drgn shows its traceback
+            raise CommandError(f"{name}: {damaged}") from None
         finally:
             bar.close()
         for warning in output.warnings:

@@ -74,8 +74,8 @@ from lpdebug.commands.common import (  # noqa: E402 (drgn must be imported first
     drgn_version_problem,
     examples_text,
 )
-from lpdebug import drgn_compat  # noqa: E402
-from lpdebug.errors import LpdebugError  # noqa: E402
+from lpdebug import debuginfo, drgn_compat  # noqa: E402
+from lpdebug.errors import LpdebugError, damaged_input  # noqa: E402
 
 PREFIX = "lp-"
 # Reads through the gdb remote protocol cost a round trip each: read whole
@@ -278,11 +278,16 @@ class LpCommand(gdb.Command):
             # argparse already printed the help or the usage error.
             return
         try:
-            output = self.spec.run(_program(), args, None)
+            prog = _program()
+            debuginfo.check_indexed(prog)
+            output = self.spec.run(prog, args, None)
         except LpdebugError as e:
             raise gdb.GdbError(f"{self.name}: {e}") from None
         except Exception as e:  # noqa: BLE001 (gdb shows one line, like every gdb error)
-            raise gdb.GdbError(f"{self.name}: {type(e).__name__}: {e}") from None
+            damaged = damaged_input(e)
+            if damaged is not None:
+                raise gdb.GdbError(f"{self.name}: {damaged}") from None
+            raise gdb.GdbError(f"{self.name}: internal error: {type(e).__name__}: {e}") from None
         for warning in output.warnings:
             gdb.write(f"{self.name}: warning: {warning}\n", gdb.STDERR)
         _deliver(self.name, output.text + "\n", parsed.redirections, parsed.pipeline)

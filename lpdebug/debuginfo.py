@@ -536,8 +536,10 @@ def check_indexed(prog: drgn.Program) -> None:
     """
     Make drgn index every debug file ``prog`` has been given so far, and raise
     :class:`DebugInfoError` naming the module and file when one cannot be
-    indexed (a file drgn's own search found: lpdebug checks the files handed
-    to it before they reach ``prog``, see :func:`attach_module_files`).
+    indexed: such a file fails every later lookup of ``prog``. lpdebug checks
+    the files handed to it before they reach ``prog`` (see
+    :func:`attach_module_files`); this catches those drgn's own search found,
+    or drgn's REPL loaded. Cheap once ``prog`` is indexed.
     """
     try:
         prog.type("int")
@@ -550,8 +552,8 @@ def check_indexed(prog: drgn.Program) -> None:
         damaged = damaged_debug_files(prog.platform, list(files))
         named = "; ".join(f"{path} (module {files[path]}): {why}" for path, why in damaged.items())
         raise DebugInfoError(
-            f"debug info found by the search is damaged: {named or detail}: replace the file with an "
-            "intact copy or remove it from the search path"
+            f"damaged debug info: {named or detail}: drgn cannot look anything up with it;"
+            " replace the file with an intact copy or remove it from the search path"
         ) from e
 
 

@@ -56,6 +56,7 @@ __all__ = (
     "for_each_task_in_task_list",
     "for_each_runqueue_task",
     "for_each_crash_notes_task",
+    "crashed_task",
     "find_tasks",
     "task_traces",
     "WalkError",
@@ -361,6 +362,26 @@ def for_each_crash_notes_task(prog: drgn.Program) -> Iterator[drgn.Object]:
                             f"crash notes: CPU {cpu} saved registers of pid {regs['pid']}, "
                             f"but its paca->__current {task.value_():#x} has pid {pid}")
         yield task
+
+
+def crashed_task(prog: drgn.Program) -> drgn.Object:
+    """
+    The task that crashed, as ``struct task_struct *``: the one running on
+    the CPU whose crash registers drgn takes for the crash
+    (``prog.crashed_thread()``), on a dump whose kernel says a CPU panicked
+    or entered crash_kexec() (``panic_cpu``, :func:`lpdebug.crash_notes.panic_cpu`).
+    A dump of a kernel that did not crash (QEMU's dump-guest-memory) has CPU
+    notes too, but no panic_cpu: then, and when the dump cannot tell, raises
+    LookupError saying why.
+    """
+    from .crash_notes import panic_cpu
+
+    if panic_cpu(prog) is None:
+        raise LookupError("no CPU panicked (panic_cpu is unset)")
+    try:
+        return prog.crashed_thread().object
+    except (ValueError, drgn.FaultError) as e:
+        raise LookupError(f"the crashed thread cannot be read ({e})") from None
 
 
 _SOURCES: Tuple[Tuple[TaskSource, Callable[[drgn.Program], Iterator[drgn.Object]]], ...] = (
