@@ -188,7 +188,7 @@ def test_module_with_another_build_id_is_refused_by_name_with_both_ids():
     cov = doc["coverage"]
     assert cov["refused"] == [{"file": "lpd_victim.ko", "module": "lpd_victim",
                                "file_build_id": wrong_id, "loaded_build_id": right_id,
-                               "reason": "build_id_mismatch"}]
+                               "reason": "build_id_mismatch", "detail": None}]
     assert cov["modules_without_debug_info"] == ["lpd_victim"]
     victim = next(m for m in cov["modules"] if m["name"] == "lpd_victim")
     assert victim["build_id"] == right_id and victim["names_from"] == "kallsyms"
