@@ -216,6 +216,35 @@ def test_pid_idr_node_pointing_to_itself(tmp_path, where, name):
     assert after.census.counted == after.census.nr_threads
 
 
+@pytest.mark.parametrize("where, name", _where("stuck"))
+def test_fewer_tasks_than_nr_threads_is_lost_never_clean(tmp_path, where, name):
+    # Both task sources that hold every process emptied (the pid IDR's head zeroed,
+    # init_task.tasks pointing to itself): only init_task and the runqueues' tasks are
+    # left, and the kernel's own nr_threads says how many are missing.
+    prog, before = _undamaged_result(where, name)
+    idr_head = prog["init_pid_ns"].idr.idr_rt.xa_head
+    tasks = prog["init_task"].tasks
+    self_pointer = tasks.address_.to_bytes(8, "little")
+    vmcore, symbols, _ = _inputs(where, name)
+    damaged = _damaged(tmp_path, vmcore, {idr_head.address_: bytes(8), tasks.next.address_: self_pointer,
+                                          tasks.prev.address_: self_pointer})
+
+    after = tr.triage(_open(damaged, symbols))
+    assert after.census.found["pid_idr"] == 0 and after.census.found["task_list"] == 1
+    assert len(after.tasks) < len(before.tasks)
+    nr_threads = prog["nr_threads"]
+    assert after.census.nr_threads == nr_threads.value_() == before.census.counted
+    lost = [d for d in after.diagnostics if d.kind == model.DiagnosticKind.LOST]
+    assert len(lost) == 1 and lost[0].address == nr_threads.address_, after.diagnostics
+    assert f"{after.census.counted} tasks with a pid found, but the kernel counts {nr_threads.value_()}" \
+        in lost[0].message
+    assert f"{nr_threads.value_() - after.census.counted} lost" in lost[0].message
+    assert tr.exit_status(after) == 3
+    proc = _cli("triage", "-c", damaged, *[a for s in symbols for a in ("-s", s)])
+    assert proc.returncode == 3, proc.stderr
+    assert "lost" in proc.stdout.split("Kernel\n------")[0]
+
+
 @pytest.mark.parametrize("where, name", _where("settled"))
 def test_klp_patches_emptied_while_klp_ops_and_sysfs_show_patches(tmp_path, where, name):
     prog, before = _undamaged_result(where, name)
