@@ -266,3 +266,19 @@ def test_klp_patches_emptied_while_klp_ops_and_sysfs_show_patches(tmp_path, wher
     assert any(f"/sys/kernel/livepatch holds {', '.join(names)}" in d.message for d in lost)
     proc = _cli("triage", "-c", damaged, *[a for s in symbols for a in ("-s", s)])
     assert proc.returncode == 3, proc.stderr
+
+
+@pytest.mark.fixtures
+def test_no_task_from_any_source_is_lost_never_clean(monkeypatch):
+    # init_task always comes from its symbol, so no damage to a real dump empties every
+    # source: each walker is replaced by an empty one (all sources broken off at once).
+    from lpdebug import tasks
+
+    prog = sample.open_sample()
+    monkeypatch.setattr(tasks, "_SOURCES", tuple((source, lambda prog: iter(()))
+                                                 for source, _ in tasks._SOURCES))
+    result = tr.triage(prog)
+    assert result.tasks == [] and result.census.tasks == 0
+    lost = [d for d in result.diagnostics if d.kind == model.DiagnosticKind.LOST and d.stage == "tasks"]
+    assert [d.message for d in lost] == ["no task found by any source: every task is lost"]
+    assert tr.exit_status(result) == 3
