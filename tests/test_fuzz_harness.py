@@ -5,6 +5,7 @@ classifier puts each kind of outcome in its class. The fuzz runs are ``python3 t
 """
 
 import hashlib
+import json
 import os
 import random
 import sys
@@ -99,3 +100,27 @@ DOC = '{"schema": "lpdebug.triage/2", "tasks": [%s], "findings": []}'
 ])
 def test_classify(answer, as_json, base, cls):
     assert fuzz.classify(answer, as_json, base)[0] == cls
+
+
+def test_resume_runs_only_what_the_log_lacks(tmp_path, monkeypatch, capsys):
+    # An interrupted long run goes on where it stopped: the runs of this seed in the log are
+    # kept, the others run, and the table counts both.
+    log = tmp_path / "fuzz.log"
+    logged = [fuzz.Run(i, "settled", "flip_bits", "", i % 2 == 0, "clean", seed=3) for i in range(4)]
+    logged.append(fuzz.Run(4, "settled", "flip_bits", "", True, "hang", seed=2))  # another seed
+    log.write_text("".join(json.dumps(r.__dict__) + "\n" for r in logged))
+    asked = []
+
+    def fake_fuzz(seed, runs, jobs, timeout, max_rss, names, start, log=None, indices=None):
+        asked.extend(indices)
+        return ([fuzz.Run(i, "stuck", "zero_page", "", i % 2 == 0, "findings", seed=seed) for i in indices],
+                {"settled": {"status": 0, "tasks": 40}})
+
+    monkeypatch.setattr(fuzz, "fuzz", fake_fuzz)
+    assert fuzz.main(["--runs", "6", "--seed", "3", "--log", str(log), "--resume"]) == 0
+    assert asked == [4, 5]
+    out = capsys.readouterr().out
+    assert "resumed: 4 runs from" in out
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+              if line.split() and line.split()[0] in fuzz.BAD + fuzz.GOOD + ("total",)}
+    assert counts["clean"] == 4 and counts["findings"] == 2 and counts["hang"] == 0 and counts["total"] == 6

@@ -25,7 +25,9 @@ Good classes: clean (0), findings (1), error (2, one clear line),
 incomplete (3: the report says what it could not check).
 
   python3 tests/fuzz/fuzz.py --fast          # the CI tier: 300 runs
-  python3 tests/fuzz/fuzz.py --runs 5000     # the long run
+  python3 tests/fuzz/fuzz.py --runs 5000 --seed 10 --log fuzz.log   # the long run
+  python3 tests/fuzz/fuzz.py --runs 5000 --seed 10 --log fuzz.log --resume
+                                             # goes on where an interrupted long run stopped
   python3 tests/fuzz/fuzz.py --show 123      # what run 123 does, and its files
 """
 
@@ -257,6 +259,7 @@ class Run:
     detail: str = ""
     seconds: float = 0.0
     peak_mib: int = 0
+    seed: Optional[int] = None
 
 
 def plan(seed: int, index: int, fixtures: List[damage.Inputs], scratch: str) -> Tuple[Run, damage.Inputs]:
@@ -264,7 +267,7 @@ def plan(seed: int, index: int, fixtures: List[damage.Inputs], scratch: str) -> 
     inputs = fixtures[rng.randrange(len(fixtures))]
     others = [f for f in fixtures if f.name != inputs.name]
     mutator, what, damaged = damage.mutate(rng, inputs, others, scratch)
-    return Run(index, inputs.name, mutator, what, as_json=index % 2 == 0), damaged
+    return Run(index, inputs.name, mutator, what, as_json=index % 2 == 0, seed=seed), damaged
 
 
 def _argv(inputs: damage.Inputs, as_json: bool) -> List[str]:
@@ -281,8 +284,8 @@ def baselines(fixtures: List[damage.Inputs], worker: Worker, timeout: float) -> 
 
 
 def fuzz(seed: int, runs: int, jobs: int, timeout: float, max_rss: int, names: Optional[List[str]] = None,
-         start: int = 0, progress: bool = True,
-         log: Optional[str] = None) -> Tuple[List[Run], Dict[str, Dict[str, Any]]]:
+         start: int = 0, progress: bool = True, log: Optional[str] = None,
+         indices: Optional[List[int]] = None) -> Tuple[List[Run], Dict[str, Dict[str, Any]]]:
     fixtures = fixture_inputs(names)
     workers = [Worker(max_rss) for _ in range(jobs)]
     free = list(workers)
@@ -320,7 +323,7 @@ def fuzz(seed: int, runs: int, jobs: int, timeout: float, max_rss: int, names: O
 
     try:
         with ThreadPoolExecutor(jobs) as pool:
-            list(pool.map(one, range(start, start + runs)))
+            list(pool.map(one, indices if indices is not None else range(start, start + runs)))
     finally:
         for worker in workers:
             worker.stop()
@@ -346,6 +349,20 @@ def table(runs: List[Run]) -> str:
     return "\n".join(lines)
 
 
+def _logged_runs(log: Optional[str], seed: int, wanted: range) -> List[Run]:
+    """The runs of ``seed`` in ``wanted`` that the --log file ``log`` holds (each once)."""
+    if not log or not os.path.exists(log):
+        return []
+    found: Dict[int, Run] = {}
+    with open(log) as f:
+        for line in f:
+            if line.strip():
+                run = Run(**json.loads(line))
+                if run.seed == seed and run.index in wanted:
+                    found[run.index] = run
+    return list(found.values())
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -363,6 +380,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="write every run as JSON here at the end")
     parser.add_argument("--log", metavar="FILE", help="append each run as a JSON line as it ends")
     parser.add_argument("--table", metavar="LOG", help="print the table of a --log file and exit")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --log: run only the runs of this seed and range the log lacks; "
+                             "the table covers the logged runs too")
     args = parser.parse_args(argv)
     if args.worker:
         worker_main()
@@ -382,12 +402,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"  {r.cls}: run {r.index} ({r.fixture}, {r.mutator}: {r.what[:100]}): {r.detail[:200]}")
         return 0
     runs = FAST_RUNS if args.fast else args.runs
+    wanted = range(args.start, args.start + runs)
+    logged = _logged_runs(args.log, args.seed, wanted) if args.resume else []
+    if args.resume and not args.log:
+        parser.error("--resume needs --log")
+    done_before = {r.index for r in logged}
     start = time.monotonic()
     done, base = fuzz(args.seed, runs, args.jobs, args.timeout, args.max_rss, args.fixture, args.start,
-                      log=args.log)
+                      log=args.log, indices=[i for i in wanted if i not in done_before])
     elapsed = time.monotonic() - start
+    done = sorted(logged + done, key=lambda r: r.index)
     print(f"lpdebug fuzz: seed {args.seed}, runs {args.start}..{args.start + runs - 1}, "
-          f"{len(base)} fixtures, {args.jobs} jobs, {elapsed:.0f} s")
+          f"{len(base)} fixtures, {args.jobs} jobs, {elapsed:.0f} s"
+          + (f" (resumed: {len(logged)} runs from {args.log}, wall time not included)" if logged else ""))
     print("baselines: " + ", ".join(f"{n} exit {b['status']} {b['tasks']} tasks" for n, b in sorted(base.items())))
     print(table(done))
     bad = [r for r in done if r.cls in BAD]
