@@ -461,6 +461,12 @@ def attach_module_files(prog: drgn.Program, candidates: Sequence[Candidate]) -> 
         except DebugInfoError as e:
             # One damaged module file must not cost the others, nor the report.
             warnings.append(f"{candidate.path}: skipped: {e}")
+            loaded = by_name.get(name)
+            if loaded is not None:
+                cause = e.__cause__ or e
+                refused.append(RefusedDebugFile(os.path.basename(path), name, None,
+                                                _hex(loaded.build_id), "damaged",
+                                                " ".join(str(cause).split()) or type(cause).__name__))
             continue
         module = by_name.get(name)
         if module is None:

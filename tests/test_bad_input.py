@@ -168,6 +168,26 @@ def test_damaged_module_is_skipped_with_a_warning(tmp_path, stuck):
     assert all(m["debug_file"] for m in report["coverage"]["modules"] if m["name"] != "lpd_victim")
 
 
+@pytest.mark.parametrize("keep", [100, 20_000])
+def test_truncated_module_is_skipped_and_the_report_is_incomplete(tmp_path, stuck, keep):
+    module = next(m for m in stuck["modules"] if os.path.basename(m) == "lpd_victim.ko")
+    path = str(tmp_path / "lpd_victim.ko")
+    with open(module, "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read(keep))
+    others = [m for m in stuck["modules"] if m != module]
+    args = ("-c", stuck["vmcore"], "-s", stuck["vmlinux"], "-s", path,
+            *[a for m in others for a in ("-s", m)])
+    proc = _cli(*args, "--json")
+    assert proc.returncode == 3, proc.stderr
+    assert not _lines(proc.stderr, "error") and "Traceback" not in proc.stderr
+    warnings = [w for w in _lines(proc.stderr, "warning") if path in w]
+    assert len(warnings) == 1 and "truncated or damaged" in warnings[0], proc.stderr
+    report = json.loads(proc.stdout)
+    assert [(r["module"], r["reason"]) for r in report["coverage"]["refused"]] == [("lpd_victim", "damaged")]
+    assert [d["kind"] for d in report["diagnostics"]
+            if "lpd_victim.ko" in d["message"]] == ["missing_debug_info"]
+
+
 def test_damaged_module_found_by_the_search_is_named(tmp_path, stuck):
     # A file drgn's own search finds reaches the Program unchecked: one line naming it.
     from lpdebug.debuginfo import file_build_id
