@@ -124,7 +124,7 @@ class RefusedDebugFile:
     module: str  # the module it is for (its .modinfo name)
     file_build_id: Optional[str]  # the file's GNU build ID, lowercase hex
     loaded_build_id: Optional[str]  # of the loaded module; None when it is not loaded
-    reason: str  # "build_id_mismatch", "not_loaded" or "damaged" (drgn cannot read its debug info)
+    reason: str  # "build_id_mismatch", "not_loaded" or "damaged" (not readable as ELF or by drgn)
     detail: Optional[str] = None  # for "damaged": what drgn found wrong in the file
 
 
