@@ -151,10 +151,10 @@ def load_debug_info(
         # vmlinux first: on a hash-MMU kernel drgn can only find the loaded
         # modules (struct module lives in vmalloc space) once the hash-MMU
         # segments, which need vmlinux's types, are in place.
-        if not kernel.has_type(prog, "struct task_struct"):
+        if not _has_kernel_types(prog, vmlinux_files):
             _load(prog, vmlinux_files, default=False, main=True)
             kernel.invalidate(prog)
-        if not kernel.has_type(prog, "struct task_struct"):
+        if not _has_kernel_types(prog, vmlinux_files):
             bid = kernel.build_id(prog)
             where = (" (searched " + ", ".join(prog.debug_info_options.directories) + ")"
                      if search else "")
@@ -188,6 +188,18 @@ def load_debug_info(
     warnings.extend(debuginfo.drgn_log_warnings(drgn_log))
     target_warnings(prog).extend(warnings)
     return warnings
+
+
+def _has_kernel_types(prog: drgn.Program, vmlinux_files: Sequence[str]) -> bool:
+    # The first lookup makes drgn index the vmlinux that check_build_id()
+    # handed over: libelf and libdw failures on a damaged file surface here.
+    try:
+        return kernel.has_type(prog, "struct task_struct")
+    except Exception as e:  # noqa: BLE001 (drgn's BadDataError, libelf's plain Exceptions)
+        detail = " ".join(str(e).split()) or type(e).__name__
+        what = vmlinux_files[0] if len(vmlinux_files) == 1 else "the vmlinux debug info"
+        raise DebugInfoError(f"{what}: its debug info cannot be read ({detail}): the file is "
+                             "truncated or damaged; give an intact copy of it") from e
 
 
 def _unrename_module_init_sections(prog: drgn.Program) -> None:

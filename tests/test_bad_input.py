@@ -127,6 +127,26 @@ def test_truncated_vmlinux(tmp_path, stuck, keep):
                "truncated or damaged", "intact copy")
 
 
+def test_vmlinux_with_a_section_past_its_end(tmp_path, stuck):
+    # drgn accepts the file (its build ID fits) and indexes it lazily: libelf's "invalid
+    # section header" surfaced at the first lookup as an internal error (fuzz seed 10 run 1341).
+    from elftools.elf.elffile import ELFFile
+
+    path = str(tmp_path / "vmlinux")
+    shutil.copyfile(stuck["vmlinux"], path)
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        index = next(i for i, s in enumerate(elf.iter_sections()) if s.name == ".debug_abbrev")
+        header = elf.header["e_shoff"] + index * elf.header["e_shentsize"]
+        offset = elf.get_section(index)["sh_offset"]
+    with open(path, "r+b") as f:
+        f.seek(header + 24)  # sh_offset
+        f.write((offset + (8 << 48)).to_bytes(8, "little"))
+    line = _one_error(_cli("-c", stuck["vmcore"], "-s", path), path, "debug info cannot be read",
+                      "invalid section header", "truncated or damaged", "intact copy")
+    assert line.startswith(f"lpdebug: error: {path}:")
+
+
 def _damaged_module(tmp_path, stuck, directory=None):
     from elftools.elf.elffile import ELFFile
 
