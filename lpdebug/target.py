@@ -191,10 +191,13 @@ def load_debug_info(
 
 
 def _has_kernel_types(prog: drgn.Program, vmlinux_files: Sequence[str]) -> bool:
-    # The first lookup makes drgn index the vmlinux that check_build_id()
+    # The first lookups make drgn index the vmlinux that check_build_id()
     # handed over: libelf and libdw failures on a damaged file surface here.
     try:
-        return kernel.has_type(prog, "struct task_struct")
+        found = kernel.has_type(prog, "struct task_struct")
+        if found:
+            prog.symbols("init_task")  # and its ELF symbol table, read lazily too
+        return found
     except Exception as e:  # noqa: BLE001 (drgn's BadDataError, libelf's plain Exceptions)
         detail = " ".join(str(e).split()) or type(e).__name__
         what = vmlinux_files[0] if len(vmlinux_files) == 1 else "the vmlinux debug info"
