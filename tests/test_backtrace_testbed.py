@@ -78,7 +78,7 @@ from testbed import open_vmcore, scenario, truth
 pytestmark = pytest.mark.testbed
 
 # settled-hash belongs to the hash-MMU work; every other scenario is covered.
-SCALE_SCENARIOS = ["scale-tasks-1000", "scale-tasks-2500", "scale-tasks-5000"]  # scale-patches: not built yet
+SCALE_SCENARIOS = ["scale-tasks-1000", "scale-tasks-2500", "scale-tasks-5000", "scale-patches"]
 SCENARIOS = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "toc-corrupt",
              "toc-crash", "nolivepatch", "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10",
              "panic-5.10"] + SCALE_SCENARIOS

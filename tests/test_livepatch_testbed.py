@@ -24,8 +24,7 @@ EXCLUDED = {"settled-hash"}
 # silently dropping out of the parametrization.
 # The scale scenarios (issue 13): one boot captured at three task counts, and 33 livepatches.
 SCALE_TASKS_SCENARIOS = ["scale-tasks-1000", "scale-tasks-2500", "scale-tasks-5000"]
-# scale-patches is not in the default build yet (vmcores/build: its capture times out)
-SCALE_SCENARIOS = SCALE_TASKS_SCENARIOS
+SCALE_SCENARIOS = SCALE_TASKS_SCENARIOS + ["scale-patches"]
 LIVEPATCH_SCENARIOS = ["settled", "settled-6.1", "settled-64k", "stuck", "stacked", "toc-corrupt", "toc-crash",
                        "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10",
                        "panic-5.10"] + SCALE_SCENARIOS
@@ -206,8 +205,6 @@ def _truth_func_stacks(truth_dir):
     return stacks
 
 
-@pytest.mark.xfail(strict=True, reason="scale-patches is not captured yet (vmcores/build: function_graph over "
-                   "341 ftrace ops outlasts the capture timeout under TCG)")
 def test_scale_patches_has_the_size_it_is_meant_to_have_and_every_func_stack_its_depth():
     # The kernel's own view: at least 30 patches, one cumulative, 300 functions, func_stack depth 5.
     truth_dir = scenario("scale-patches")["truth"]

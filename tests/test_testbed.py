@@ -18,7 +18,7 @@ pytestmark = pytest.mark.testbed
 SCENARIOS = ["settled", "settled-6.1", "settled-64k", "settled-hash", "settled-64k-hash", "settled-6.1-hash",
              "stuck", "stacked", "toc-corrupt", "toc-crash", "nolivepatch",
              "settled-5.10", "stuck-5.10", "toc-corrupt-5.10", "toc-crash-5.10", "panic-5.10",
-             "scale-tasks-1000", "scale-tasks-2500", "scale-tasks-5000"]
+             "scale-tasks-1000", "scale-tasks-2500", "scale-tasks-5000", "scale-patches"]
 LIVEPATCH_SCENARIOS = [s for s in SCENARIOS if s != "nolivepatch"]
 # /proc/PID/stack is captured for a sample of their thousands of tasks only (and their kthreads are lpds_)
 SAMPLED_SCENARIOS = ["scale-tasks-1000", "scale-tasks-2500", "scale-tasks-5000"]
