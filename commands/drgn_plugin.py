@@ -167,7 +167,8 @@ def drgn_prog_set(prog: Any) -> None:
 def _register() -> bool:
     problem = drgn_version_problem() or drgn_compat.feature_problem("commands")
     if problem is not None:
-        _log.warning("lpdebug commands not loaded: %s", problem)
+        if not drgn_compat.programs_made_by_lpdebug:
+            _log.warning("lpdebug commands not loaded: %s", problem)
         return False
     for spec in SPECS:
         _make_command(spec)

@@ -621,6 +621,15 @@ def _child_answer(request: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
             return failed(BatchStatus.MEMORY_LIMIT,
                           f"MemoryError at the memory limit of {limit} MiB (--memory-limit): {_one_line(e)}")
         return failed(BatchStatus.ERROR, _impossible_size(e))
+    except (SystemError, ImportError) as e:
+        # Allocation failures that do not come as MemoryError: drgn before 0.3.0 (measured: 0.0.31, 0.1.0)
+        # lets some out of its C code as "error return without exception set", and the dynamic loader
+        # cannot map a module's shared object ("failed to map segment") once the address space is used up.
+        if limit and any(words in str(e) for words in ("without exception set", "failed to map segment")):
+            return failed(BatchStatus.MEMORY_LIMIT, f"{type(e).__name__} at the memory limit of {limit} MiB "
+                          f"(--memory-limit), an allocation that failed: {_one_line(e)}")
+        return failed(BatchStatus.ERROR, f"internal error: {type(e).__name__}: {_one_line(e)} "
+                      "(LPDEBUG_TRACEBACK=1 lpdebug triage on this vmcore shows where)")
     except LpdebugError as e:
         return failed(BatchStatus.ERROR, _one_line(e))
     except (drgn.FaultError, LookupError, ValueError, OSError) as e:

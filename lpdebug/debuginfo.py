@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import drgn
 
+from . import drgn_compat
 from .errors import DebugInfoError, ModuleListUnreadable
 from .model import Coverage, ModuleDebugInfo, RefusedDebugFile
 
@@ -507,7 +508,7 @@ def _index_problem(platform: Optional[drgn.Platform], paths: Sequence[str]) -> O
     # A scratch Program holding only these files, each as an extra module, and
     # one lookup: that makes drgn index their DWARF (applying their
     # relocations) as it would in the target's Program at its first lookup.
-    scratch = drgn.Program(platform)
+    scratch = drgn_compat.new_program(platform)
     try:
         for i, path in enumerate(paths):
             scratch.extra_module(f"lpdebug-check-{i}", create=True).try_file(path, force=True)

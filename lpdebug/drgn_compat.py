@@ -141,6 +141,22 @@ def feature_problem(feature: str) -> Optional[str]:
         who, _text(needed), what, version() or "none", how_to_get(needed))
 
 
+# drgn loads its plugins, lpdebug's own drgn commands among them, when the first Program is made. Below
+# drgn 0.1.0 those commands cannot load and say so, which helps in drgn's REPL but is noise on every
+# `lpdebug` command: so lpdebug's front ends make their programs through new_program(), and the
+# commands' note is left out for them.
+programs_made_by_lpdebug = False
+
+
+def new_program(*args: Any) -> Any:
+    """A drgn.Program made by lpdebug itself (arguments as drgn.Program's)."""
+    global programs_made_by_lpdebug
+    import drgn
+
+    programs_made_by_lpdebug = True
+    return drgn.Program(*args)
+
+
 def module_kallsyms(module: Any) -> List[Any]:
     """drgn's ``module_kallsyms(struct module *)``: the symbols in the module's
     own kallsyms, as a list of :class:`drgn.Symbol`."""

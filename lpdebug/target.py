@@ -321,7 +321,7 @@ def open_vmcore(
         kind = dumpfile.sniff_format(path)
     except OSError as e:
         raise TargetError(f"{path}: cannot read: {e.strerror or e}") from None
-    prog = drgn.Program()
+    prog = drgn_compat.new_program()
     try:
         with _drgn_page_table_walk(kind == "kdump"):
             prog.set_core_dump(path)
@@ -395,7 +395,7 @@ def open_running_kernel(
     debug_directories: Sequence[str] = (),
 ) -> drgn.Program:
     """A Program on the kernel this process runs on (needs root)."""
-    prog = drgn.Program()
+    prog = drgn_compat.new_program()
     try:
         prog.set_kernel()
     except (OSError, ValueError) as e:
@@ -546,7 +546,7 @@ def open_qemu(
     little_endian = bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
     if running is None:
         running = qmp.guest_running(qmp_socket)
-    prog: Optional[drgn.Program] = drgn.Program(platform)
+    prog: Optional[drgn.Program] = drgn_compat.new_program(platform)
     live.mark_target(prog, moving=running)
     failure: Optional[BaseException] = None
     try:
@@ -700,10 +700,10 @@ def open_memory_readers(
     little_endian = bool(platform.flags & drgn.PlatformFlags.IS_LITTLE_ENDIAN)
     # drgn takes VMCOREINFO only before any memory is attached, and finding
     # VMCOREINFO needs memory: a first program only reads it.
-    finder = drgn.Program(platform)
+    finder = drgn_compat.new_program(platform)
     add_segments(finder)
     text, _ = _read_guest_vmcoreinfo(finder, vmlinux, little_endian)
-    prog = drgn.Program(platform)
+    prog = drgn_compat.new_program(platform)
     # gdb (all-stop) holds the target stopped while its commands run.
     live.mark_target(prog, moving=False)
     _set_guest_vmcoreinfo(prog, text)

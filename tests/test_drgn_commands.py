@@ -101,11 +101,29 @@ def test_too_old_drgn_is_refused_with_a_clear_message(monkeypatch, caplog):
 
     from lpdebug.commands import drgn_plugin
 
+    from lpdebug import drgn_compat
+
     monkeypatch.setattr(drgn, "__version__", "0.0.30")
+    monkeypatch.setattr(drgn_compat, "programs_made_by_lpdebug", False)  # as in drgn's REPL
     with caplog.at_level(logging.WARNING, logger="drgn.plugins"):
         assert drgn_plugin._register() is False
     assert ("lpdebug commands not loaded: lpdebug needs drgn 0.0.31 or later, but drgn 0.0.30 is "
             "installed: pip install --upgrade 'drgn>=0.0.31'") in caplog.text
+
+
+def test_too_old_drgn_note_is_left_out_when_lpdebug_made_the_program(monkeypatch, caplog):
+    # drgn loads lpdebug's plugin when lpdebug's own CLI makes its Program: the note that the drgn
+    # commands cannot load is for drgn's REPL, not a stray line on every `lpdebug` command.
+    import drgn
+
+    from lpdebug import drgn_compat
+    from lpdebug.commands import drgn_plugin
+
+    monkeypatch.setattr(drgn, "__version__", "0.0.30")
+    monkeypatch.setattr(drgn_compat, "programs_made_by_lpdebug", True)
+    with caplog.at_level(logging.WARNING, logger="drgn.plugins"):
+        assert drgn_plugin._register() is False
+    assert "not loaded" not in caplog.text
 
 
 # --- on a testbed vmcore --------------------------------------------------------------
