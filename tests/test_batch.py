@@ -372,19 +372,7 @@ def test_the_schema_rejects_a_line_without_a_status(pool_run):
         assert list(validator.iter_errors(broken)), broken
 
 
-class _Stream:
-    def __init__(self, tty):
-        self.tty = tty
-        self.text = ""
-
-    def isatty(self):
-        return self.tty
-
-    def write(self, s):
-        self.text += s
-
-    def flush(self):
-        pass
+from test_cli import _Stream  # noqa: E402  (a terminal or a pipe, as the CLI's progress bar sees it)
 
 
 def test_progress_is_a_bar_on_a_tty_and_lines_elsewhere():
