@@ -370,12 +370,34 @@ def test_a_signal_resumes_the_guest(live, signum, message):
     assert running(live), "the guest stayed paused"
 
 
+def _watchdog_armed(pid):
+    """Whether process ``pid`` has its QMP pause watchdog (lpdebug.qmp._WATCHDOG) running."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"its watchdog resumed the guest" in cmdline:
+            return True
+    return False
+
+
 def test_sigkill_mid_pause_the_watchdog_resumes_the_guest(live):
     # SIGKILL cannot be caught: the watchdog lpdebug started at the pause sends cont.
     proc = _cli_process("triage", "--json", "--all-records", *qemu_args(live))
     try:
-        time.sleep(3.5)
-        assert proc.poll() is None, "triage finished before the kill: nothing tested"
+        # killed while its watchdog is armed (from just before the stop until the guest runs again),
+        # not after a fixed time: on a quiet machine a triage can be past its pause within seconds
+        deadline = time.monotonic() + 60
+        while not _watchdog_armed(proc.pid):
+            assert proc.poll() is None, "triage finished before the kill: nothing tested"
+            assert time.monotonic() < deadline, "no watchdog within 60 s"
+            time.sleep(0.02)
         proc.kill()
         _, err = proc.communicate(timeout=60)
     finally:

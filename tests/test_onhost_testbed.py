@@ -202,7 +202,8 @@ def test_lpd_tasks_true_backtraces_equal_the_kernels_view():
                 assert frame["source"] == "livepatch", (trace.comm, frame)
                 assert bt._called_from(prog, frame["pc"]) in olds | {o + 8 for o in olds}, (trace.comm, got)
             else:
-                assert got == want, f"{trace.comm}: guest {ours} != kernel {expected}"
+                # where a hooked return hides the oracle's offset, its function and module (as there)
+                assert bt.same_frames([got], [want]), f"{trace.comm}: guest {ours} != kernel {expected}"
         compared += 1
     assert compared == len(lpd)
 
