@@ -74,3 +74,14 @@ def write():
 
 if __name__ == "__main__":
     write()
+
+
+def test_readme_floor_command_names_lpdebugs_drgn_floor():
+    # the README's floor run (as .ci/run does it) pins the floor that lpdebug.drgn_compat declares
+    from lpdebug import drgn_compat
+
+    floor = ".".join(map(str, drgn_compat.FLOOR))
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
+        text = f.read()
+    pins = re.findall(r'"drgn==([0-9.]+)" -e', text)
+    assert pins == [floor], pins
