@@ -15,7 +15,6 @@ site-packages visible to it the way README.md tells users to.
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import time
 
 import pytest
 
-from testbed import REPO, load_manifest
+from testbed import REPO, live_dir, load_manifest, stop_live_guest, written_since
 from test_cli import _json_patches, _sysfs_patches
 from test_triage_schema import validate_triage
 
@@ -80,27 +79,7 @@ def _qmp(path, *commands):
         q.close()
 
 
-LIVE_DIR = os.path.join(os.environ.get("LPDEBUG_CACHE", "/var/cache/lpdebug"), "live", SCENARIO)
-
-
-def _ours(path, since):
-    return os.path.exists(path) and os.path.getmtime(path) >= since
-
-
-def _stop_guest(since):
-    pid_file = os.path.join(LIVE_DIR, "qemu.pid")
-    if not _ours(pid_file, since):
-        return
-    with open(pid_file) as f:
-        pid = int(f.read().strip())
-    try:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
-            os.kill(pid, 0)
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+LIVE_DIR = live_dir(SCENARIO)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +102,7 @@ def live(tmp_path_factory):
                                  stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + BOOT_TIMEOUT
-        while not _ours(info_path, started):
+        while not written_since(info_path, started):
             if build.poll() is not None or time.time() > deadline:
                 with open(log_path) as f:
                     raise AssertionError(f"vmcores/build --live {SCENARIO} did not bring the guest "
@@ -142,7 +121,7 @@ def live(tmp_path_factory):
         if build.poll() is None:
             build.terminate()
             build.wait()
-        _stop_guest(started)
+        stop_live_guest(SCENARIO, started)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ import time
 
 import pytest
 
-from testbed import REPO, load_manifest
+from testbed import REPO, live_dir, load_manifest, stop_live_guest, written_since
 from test_triage_schema import validate_triage
 
 pytestmark = pytest.mark.testbed
@@ -44,7 +44,7 @@ RUN_TIMEOUT = 600  # any one command of the 2-vCPU TCG guest, with room for a bu
 RUN_BOUND = 120  # one triage run on the churning guest (23 s at most over 100 runs, host load 17)
 TOC_KINDS = {"frame_toc_mismatch", "livepatch_stack_toc_mismatch", "livepatch_stack_lr_mismatch",
              "crashed_cpu_toc_mismatch", "toc_prologue_mismatch"}
-LIVE_DIR = os.path.join(os.environ.get("LPDEBUG_CACHE", "/var/cache/lpdebug"), "live", SCENARIO)
+LIVE_DIR = live_dir(SCENARIO)
 
 
 def _cli(*args, timeout=RUN_TIMEOUT):
@@ -108,26 +108,6 @@ def running(live):
     return qmp(live, "query-status")["running"]
 
 
-def _ours(path, since):
-    return os.path.exists(path) and os.path.getmtime(path) >= since
-
-
-def _stop_guest(since):
-    pid_file = os.path.join(LIVE_DIR, "qemu.pid")
-    if not _ours(pid_file, since):
-        return
-    with open(pid_file) as f:
-        pid = int(f.read().strip())
-    try:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
-            os.kill(pid, 0)
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     load_manifest()  # fail loudly, with the testbed's own message, when it was never built
@@ -148,7 +128,7 @@ def live(tmp_path_factory):
                                  stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + BOOT_TIMEOUT
-        while not _ours(info_path, started):
+        while not written_since(info_path, started):
             if build.poll() is not None or time.time() > deadline:
                 with open(log_path) as f:
                     raise AssertionError(f"vmcores/build --live {SCENARIO} did not bring the guest "
@@ -167,7 +147,7 @@ def live(tmp_path_factory):
         if build.poll() is None:
             build.terminate()
             build.wait()
-        _stop_guest(started)
+        stop_live_guest(SCENARIO, started)
 
 
 def qemu_args(live):

@@ -82,3 +82,34 @@ def open_vmcore(name):
 def truth(name, *parts):
     """Absolute path of a ground-truth file of scenario ``name``."""
     return os.path.join(scenario(name)["truth"], *parts)
+
+
+def live_dir(scenario_name):
+    """Where `vmcores/build --live SCENARIO` keeps a running guest's files (live.json, qemu.pid)."""
+    return os.path.join(os.environ.get("LPDEBUG_CACHE", "/var/cache/lpdebug"), "live", scenario_name)
+
+
+def written_since(path, since):
+    """Whether ``path`` exists and was written at or after time ``since``: a guest this test booted."""
+    return os.path.exists(path) and os.path.getmtime(path) >= since
+
+
+def stop_live_guest(scenario_name, since):
+    """Stop the live guest of ``scenario_name`` if it was booted at or after ``since`` (SIGTERM, then
+    SIGKILL after 10 s): a guest somebody else booted is left running."""
+    import signal
+    import time
+
+    pid_file = os.path.join(live_dir(scenario_name), "qemu.pid")
+    if not written_since(pid_file, since):
+        return
+    with open(pid_file) as f:
+        pid = int(f.read().strip())
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
